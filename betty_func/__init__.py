@@ -1,0 +1,10 @@
+"""betty_func: multilevel optimization on ``torch.func``.
+
+Problems are pure loss functions over explicit parameter pytrees; hypergradients are composable
+transforms (:mod:`betty_func.hypergrad`) built from ``vjp``/``jvp``/``vmap``.
+"""
+from . import hypergrad, linsolve, nn, optim, testing, tree
+
+__version__ = "0.1.0"
+
+__all__ = ["hypergrad", "linsolve", "nn", "optim", "testing", "tree", "__version__"]

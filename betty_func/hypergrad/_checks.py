@@ -1,0 +1,48 @@
+"""Checked loss wrappers: a non-scalar loss, or one that ignores the variable being differentiated,
+is a clear error instead of a silent zero hypergradient.
+
+Dependence is read from ``requires_grad`` *inside* a ``torch.func`` transform, which reflects only
+that transform's level, so the check costs nothing (no extra pass) and works under vmap/compile.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .. import tree
+from .._errors import fail
+
+Loss = Callable[..., torch.Tensor]
+
+
+def scalar(api: str, name: str, out: Any) -> torch.Tensor:
+    """Return ``out`` if it is a 0-d float tensor, else raise."""
+    if not isinstance(out, torch.Tensor) or out.dim() != 0 or not out.is_floating_point():
+        got = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else \
+            type(out).__name__
+        fail(api, f"`{name}` must return a scalar float tensor", got,
+             "Reduce the loss to a scalar (e.g. `.mean()`).")
+    return out
+
+
+def tracks(x: Any) -> bool:
+    """True if any leaf of ``x`` is tracked by the innermost active transform."""
+    return any(leaf.requires_grad for leaf in tree.leaves(x))
+
+
+def ensure(api: str, ok: bool, what: str, fix: str) -> None:
+    """Raise ``api: what. How to fix.`` unless ``ok``."""
+    if not ok:
+        fail(api, what, None, fix)
+
+
+def depends(api: str, name: str, loss: Loss, argname: str) -> Loss:
+    """Wrap ``loss`` so that, inside a transform over ``argname``, independence raises an error."""
+    def wrapped(*a: Any) -> torch.Tensor:
+        out = scalar(api, name, loss(*a))
+        ensure(api, out.requires_grad, f"`{name}` does not depend on `{argname}`, so its gradient "
+               "would be a silent zero", f"Make `{name}` use `{argname}` (check argument order: "
+               "losses take (inner_params, outer_params, *args)).")
+        return out
+    return wrapped

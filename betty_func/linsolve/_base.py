@@ -1,0 +1,58 @@
+"""The solver protocol shared by every linear solver: ``solve(matvec, b) -> x`` over pytrees."""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+
+from .. import tree
+
+PyTree = Any
+MatVec = Callable[[PyTree], PyTree]
+# run(matvec, b, init) -> (x, iterations, residual_norm or None when the solver does not track it)
+Run = Callable[[MatVec, PyTree, Optional[PyTree]], tuple]
+
+
+class SolveInfo(NamedTuple):
+    """Diagnostics as tensors (reading them is the caller's choice; no host sync here)."""
+    residual_norm: torch.Tensor  # ||A x - b||_2
+    iterations: torch.Tensor     # int64, matrix-vector products spent on iterations
+
+
+class LinearSolver:
+    """A configured solver. ``solver(matvec, b, init=None) -> x``;
+    ``solver.with_info(matvec, b, init=None) -> (x, SolveInfo)``.
+
+    ``matvec`` maps a pytree shaped like ``b`` to another such pytree (a symmetric positive
+    definite operator for ``cg``); ``init`` is an optional warm start shaped like ``b``.
+    """
+
+    def __init__(self, name: str, run: Run, damping: float = 0.0):
+        self.name, self._run, self.damping = name, run, damping
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def _damped(self, matvec: MatVec) -> MatVec:
+        if not self.damping:
+            return matvec
+        return lambda v: tree.axpy(self.damping, v, matvec(v))
+
+    def _check(self, b: PyTree, init: Optional[PyTree]) -> None:
+        api = f"{self.name}(matvec, b, init)"
+        tree.check_float(api, b, "b")
+        if init is not None:
+            tree.check_same(api, init, b, ("init", "b"))
+
+    def __call__(self, matvec: MatVec, b: PyTree, init: Optional[PyTree] = None) -> PyTree:
+        self._check(b, init)
+        return self._run(self._damped(matvec), b, init)[0]
+
+    def with_info(self, matvec: MatVec, b: PyTree,
+                  init: Optional[PyTree] = None) -> tuple[PyTree, SolveInfo]:
+        self._check(b, init)
+        mv = self._damped(matvec)
+        x, iters, res = self._run(mv, b, init)
+        if res is None:  # one extra matvec for solvers that do not track their residual
+            res = tree.norm(tree.sub(mv(x), b))
+        return x, SolveInfo(res, torch.as_tensor(iters, dtype=torch.int64))

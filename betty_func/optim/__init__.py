@@ -1,0 +1,17 @@
+"""Functional, differentiable optimizers over pytrees: ``(init, update)`` pairs, out of place.
+
+>>> import torch
+>>> from betty_func import optim
+>>> opt = optim.chain(optim.clip_by_global_norm(1.0), optim.adam(1e-3))
+>>> params = {"w": torch.zeros(3)}
+>>> state = opt.init(params)
+>>> params, state = optim.step(opt, params, {"w": torch.ones(3)}, state)
+"""
+from ._adam import AdamState, adam, adamw
+from ._base import Optimizer, apply_updates, chain, step
+from ._clip import clip_by_global_norm
+from ._schedules import constant, cosine, multistep, warmup
+from ._sgd import SgdState, sgd
+
+__all__ = ["Optimizer", "apply_updates", "step", "chain", "sgd", "SgdState", "adam", "adamw",
+           "AdamState", "clip_by_global_norm", "constant", "multistep", "cosine", "warmup"]

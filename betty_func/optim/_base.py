@@ -1,0 +1,88 @@
+"""The optimizer protocol: an ``(init, update)`` pair over pytrees, pure and out of place.
+
+``state = opt.init(params)``; ``updates, state = opt.update(grads, state, params)``;
+``params = apply_updates(params, updates)``. Because nothing is written in place, reverse mode
+differentiates straight through a sequence of updates (unrolled hypergradients rely on it).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Union
+
+import torch
+
+from .. import tree
+from .._errors import fail
+
+PyTree = Any
+Schedule = Callable[[torch.Tensor], Union[float, torch.Tensor]]
+LearningRate = Union[float, Schedule]
+
+
+class Optimizer(NamedTuple):
+    """A functional optimizer (or gradient transformation).
+
+    init(params) -> state
+    update(grads, state, params) -> (updates, new_state)
+    """
+    init: Callable[[PyTree], PyTree]
+    update: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
+
+
+def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
+    """``params + updates`` leafwise (out of place)."""
+    return tree.add(params, updates)
+
+
+def step(opt: Optimizer, params: PyTree, grads: PyTree, state: PyTree) -> tuple[PyTree, PyTree]:
+    """One optimizer step: ``(new_params, new_state)``."""
+    updates, state = opt.update(grads, state, params)
+    return apply_updates(params, updates), state
+
+
+def chain(*transforms: Optimizer) -> Optimizer:
+    """Compose transformations left to right, e.g. ``chain(clip_by_global_norm(1.0), sgd(0.1))``."""
+    def init(params: PyTree) -> tuple:
+        return tuple(t.init(params) for t in transforms)
+
+    def update(grads: PyTree, state: tuple, params: PyTree = None) -> tuple[PyTree, tuple]:
+        new_state = []
+        for t, s in zip(transforms, state):
+            grads, s = t.update(grads, s, params)
+            new_state.append(s)
+        return grads, tuple(new_state)
+
+    return Optimizer(init, update)
+
+
+def count_init() -> torch.Tensor:
+    """The step counter every optimizer keeps: a 0-d int64 tensor (no host sync to increment)."""
+    return torch.zeros((), dtype=torch.int64)
+
+
+def scalar_dtype(grads: PyTree) -> torch.dtype:
+    """float64 if any leaf is float64, else float32: the precision for step counts and rates."""
+    return torch.float64 if any(x.dtype == torch.float64 for x in tree.leaves(grads)) else \
+        torch.float32
+
+
+def lr_at(api: str, lr: LearningRate, count: torch.Tensor, dtype: torch.dtype) -> Any:
+    """The learning rate for step ``count``: a constant, or ``schedule(count)`` in ``dtype``."""
+    if callable(lr):
+        return lr(count.to(dtype))
+    return lr
+
+
+def check_lr(api: str, lr: LearningRate) -> None:
+    """Raise a clear error for a learning rate that is neither a number >= 0 nor a schedule."""
+    if callable(lr):
+        return
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0:
+        fail(api, "`lr` must be a number >= 0 or a schedule `step -> lr`", repr(lr),
+             "Pass e.g. lr=0.1 or lr=optim.multistep(0.1, [1500, 2500], 0.1).")
+
+
+def check_unit(api: str, name: str, value: float, closed: bool = True) -> None:
+    """Raise a clear error unless ``0 <= value <= 1`` (``< 1`` when ``closed`` is False)."""
+    ok = isinstance(value, (int, float)) and 0 <= value and (value <= 1 if closed else value < 1)
+    if not ok:
+        fail(api, f"`{name}` must lie in [0, 1{']' if closed else ')'}", repr(value))

@@ -1,0 +1,65 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov and weight decay."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import tree
+from .._errors import fail
+from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
+                    scalar_dtype)
+
+
+class SgdState(NamedTuple):
+    count: torch.Tensor
+    momentum: Any  # pytree like params, or None when momentum == 0
+
+
+def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
+        weight_decay: float = 0.0) -> Optimizer:
+    r"""SGD, step for step the same arithmetic as ``torch.optim.SGD``.
+
+    .. math::
+        d_t = g_t + \text{wd}\,\theta_t,\quad
+        b_t = \begin{cases} d_t & t = 0 \\ \mu b_{t-1} + (1-\tau) d_t & t > 0\end{cases},\quad
+        \theta_{t+1} = \theta_t - \eta_t\,(d_t + \mu b_t \text{ if nesterov else } b_t)
+
+    Cost: a few elementwise ops per leaf; state is one buffer when ``momentum > 0``.
+
+    Example:
+        >>> import torch
+        >>> from betty_func import optim
+        >>> opt = optim.sgd(0.1, momentum=0.9)
+        >>> p = {"w": torch.ones(2)}
+        >>> p, s = optim.step(opt, p, {"w": torch.ones(2)}, opt.init(p))
+        >>> p["w"]
+        tensor([0.9000, 0.9000])
+    """
+    api = "optim.sgd(lr, momentum, dampening, nesterov, weight_decay)"
+    check_lr(api, lr)
+    check_unit(api, "momentum", momentum, closed=False)
+    check_unit(api, "dampening", dampening)
+    if weight_decay < 0:
+        fail(api, "`weight_decay` must be >= 0", repr(weight_decay))
+    if nesterov and (momentum <= 0 or dampening != 0):
+        fail(api, "Nesterov momentum needs momentum > 0 and dampening == 0",
+             f"momentum={momentum}, dampening={dampening}")
+
+    def init(params: Any) -> SgdState:
+        buf = tree.zeros_like(params) if momentum else None
+        return SgdState(count_init(), buf)
+
+    def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
+        if weight_decay:
+            grads = tree.axpy(weight_decay, params, grads)
+        buf = state.momentum
+        if momentum:
+            first = state.count == 0
+            buf = tree.map(lambda b, d: torch.where(first, d, momentum * b + (1 - dampening) * d),
+                           buf, grads)
+            grads = tree.axpy(momentum, buf, grads) if nesterov else buf
+        rate = lr_at(api, lr, state.count, scalar_dtype(grads))
+        return tree.scale(-rate, grads), SgdState(state.count + 1, buf)
+
+    return Optimizer(init, update)
