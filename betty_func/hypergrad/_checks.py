@@ -46,3 +46,11 @@ def depends(api: str, name: str, loss: Loss, argname: str) -> Loss:
                "losses take (inner_params, outer_params, *args)).")
         return out
     return wrapped
+
+
+def value_depending(api: str, name: str, loss: Loss, x: Any, *rest: Any) -> torch.Tensor:
+    """``loss(x, *rest)``, evaluated inside a ``vjp`` over ``x`` alone so that a loss ignoring
+    ``x`` raises even when outer transforms track ``rest``. The pullback is never built."""
+    from torch.func import vjp
+    return vjp(lambda t: depends(api, name, loss, "inner_params")(t, *rest), x)[0]
+

@@ -1,16 +1,34 @@
 r"""Finite-difference mixed term (DARTS' second-order approximation)."""
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 import torch
-from torch.func import grad, vmap
+from torch.func import grad, vjp, vmap
 
 from .. import tree
 from .._errors import check_positive
-from ._checks import depends
+from ._checks import depends, ensure, tracks
 
 PyTree = Any
+
+
+def _devices(theta: PyTree) -> list:
+    return list({x.device for x in tree.leaves(theta) if x.device.type != "cpu"})
+
+
+def _check_coupling(api: str, loss: Callable, theta: PyTree, lam: PyTree, args: tuple) -> None:
+    """Raise unless ∇_λ loss depends on θ (else the difference is a silent zero: a loss that
+    ignores θ, or one of the form f(θ) + g(λ)). One ``vjp`` probe over θ; RNG left untouched."""
+    def probe(th: PyTree) -> PyTree:
+        out = grad(loss, argnums=1)(th, lam, *args)
+        ensure(api, tracks(out), "the gradient of `inner_loss` in `outer_params` does not depend "
+               "on `inner_params`, so the finite-difference mixed term would be a silent zero",
+               "The inner loss must couple inner and outer params (check argument order).")
+        return out
+    with torch.random.fork_rng(devices=_devices(theta)):
+        vjp(probe, theta)
 
 
 def _pair_grads(loss: Callable, plus: PyTree, minus: PyTree, lam: PyTree, args: tuple,
@@ -21,8 +39,7 @@ def _pair_grads(loss: Callable, plus: PyTree, minus: PyTree, lam: PyTree, args: 
         pair = tree.map(lambda a, b: torch.stack([a, b]), plus, minus)
         both = vmap(lambda th: g(th, lam, *args), randomness="same")(pair)
         return tree.map(lambda x: x[0], both), tree.map(lambda x: x[1], both)
-    devices = list({x.device for x in tree.leaves(plus) if x.device.type != "cpu"})
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=_devices(plus)):
         g_plus = g(plus, lam, *args)
     return g_plus, g(minus, lam, *args)
 
@@ -40,6 +57,8 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     random numbers: ``batched=True`` evaluates them as one ``vmap(randomness="same")`` pass (pure,
     compiles); ``batched=False`` runs them one after the other, replaying the RNG state (for
     losses ``vmap`` cannot batch, e.g. BatchNorm updating running statistics; eager only).
+    The first call with a given ``inner_loss`` also checks (one extra ``vjp``, eager only) that
+    :math:`\nabla_\lambda L` depends on θ at all, so a decoupled loss is an error, not a zero.
 
     Example:
         >>> import torch
@@ -51,9 +70,14 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     """
     api = "hypergrad.finite_difference(eps, batched)"
     check_positive(api, "eps", eps)
+    checked: weakref.WeakSet = weakref.WeakSet()
 
     def mixed(inner_loss: Callable, theta: PyTree, lam: PyTree, args: tuple, p: PyTree) -> PyTree:
         loss = depends(api, "inner_loss", inner_loss, "outer_params")
+        key = getattr(inner_loss, "__func__", inner_loss)  # bound methods: key on the function
+        if not torch.compiler.is_compiling() and key not in checked:
+            _check_coupling(api, loss, theta, lam, args)
+            checked.add(key)
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
         g_plus, g_minus = _pair_grads(loss, tree.axpy(step, p, theta), tree.axpy(-step, p, theta),

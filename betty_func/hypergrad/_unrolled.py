@@ -9,8 +9,8 @@ from torch.func import grad, vjp
 from .. import optim as _optim
 from .. import tree
 from .._errors import check_nonneg_int, fail
-from ._checks import depends, ensure, tracks
-from ._method import HypergradInfo, Loss, Method
+from ._checks import depends, ensure, tracks, value_depending
+from ._method import HypergradInfo, Loss, Method, outer_grads
 
 PyTree = Any
 
@@ -79,14 +79,12 @@ def _stepper(api: str, opt: _optim.Optimizer, inner_loss: Loss, lam: PyTree,
 
 def _plain(api: str, F: Loss, L: Loss, opt: _optim.Optimizer, theta0: PyTree, lam: PyTree,
            args: tuple, segments: list[int]) -> tuple[PyTree, PyTree]:
-    outer = depends(api, "outer_loss", F, "inner_params")
-
     def objective(l: PyTree) -> tuple[torch.Tensor, PyTree]:
         step = _stepper(api, opt, L, l, args)
         theta, state = step(theta0, opt.init(theta0), check=True)
         for _ in range(sum(segments) - 1):
             theta, state = step(theta, state)
-        return outer(theta, l, *args), theta
+        return value_depending(api, "outer_loss", F, theta, l, *args), theta
 
     return grad(objective, has_aux=True)(lam)
 
@@ -138,8 +136,7 @@ def _checkpointed(api: str, F: Loss, L: Loss, opt: _optim.Optimizer, theta0: PyT
         starts.append((theta, floats, rebuild, _rng_snapshot(theta)))
         theta, floats, rebuild = run(theta, floats, rebuild, lam, n, check=False)
     final_rng = _rng_snapshot(theta)
-    outer = depends(api, "outer_loss", F, "inner_params")
-    cot_theta, total = grad(outer, argnums=(0, 1))(theta, lam, *args)
+    cot_theta, total = outer_grads(api, F, theta, lam, args)
     cot_floats = tree.zeros_like(floats)
     for k in reversed(range(len(segments))):
         th, fl, rb, rng = starts[k]

@@ -1,0 +1,129 @@
+import numpy as np
+import pytest
+import torch
+
+from betty_func import linsolve
+
+F64 = torch.float64
+
+
+def spd(d=12, kappa=30.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=F64))
+    A = q @ torch.diag(torch.logspace(0, np.log10(kappa), d, dtype=F64)) @ q.T
+    return A, torch.randn(d, generator=g, dtype=F64)
+
+
+def as_tree(v):  # exercise pytrees: split a vector into a dict of two leaves
+    return {"a": v[:5].reshape(5, 1), "b": v[5:]}
+
+
+def from_tree(t):
+    return torch.cat([t["a"].reshape(-1), t["b"]])
+
+
+def tree_matvec(A):
+    return lambda t: as_tree(A @ from_tree(t))
+
+
+def textbook_cg(A, b, k):
+    x, r = np.zeros_like(b), b.copy()
+    p, rs = r.copy(), r @ r
+    for _ in range(k):
+        ap = A @ p
+        a = rs / (p @ ap)
+        x, r = x + a * p, r - a * ap
+        rs, rs_old = r @ r, rs
+        p = r + rs / rs_old * p
+    return x
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_cg_equals_textbook_iterates(k):
+    A, b = spd()
+    x = from_tree(linsolve.cg(maxiter=k)(tree_matvec(A), as_tree(b)))
+    ref = textbook_cg(A.numpy(), b.numpy(), k)
+    assert np.allclose(x.numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_cg_full_dimension_is_exact_and_reports_residual():
+    A, b = spd()
+    x, info = linsolve.cg(maxiter=12).with_info(tree_matvec(A), as_tree(b))
+    exact = torch.linalg.solve(A, b)
+    assert (from_tree(x) - exact).norm() <= 1e-10 * exact.norm()
+    assert info.residual_norm <= 1e-9 and int(info.iterations) <= 12
+    assert torch.isclose(info.residual_norm, (A @ from_tree(x) - b).norm(), atol=1e-12)
+
+
+def test_cg_tolerance_stops_without_changing_x():
+    A, b = spd()
+    x_tol, info = linsolve.cg(maxiter=50, tol=1e-2).with_info(tree_matvec(A), as_tree(b))
+    k = int(info.iterations)
+    assert 0 < k < 12 and info.residual_norm <= 1e-2 * b.norm()
+    x_k = linsolve.cg(maxiter=k)(tree_matvec(A), as_tree(b))
+    assert torch.equal(from_tree(x_tol), from_tree(x_k))
+
+
+def test_cg_damping_and_warm_start():
+    A, b = spd()
+    x = linsolve.cg(maxiter=12, damping=0.5)(tree_matvec(A), as_tree(b))
+    exact = torch.linalg.solve(A + 0.5 * torch.eye(12, dtype=F64), b)
+    assert (from_tree(x) - exact).norm() <= 1e-10 * exact.norm()
+    exact = torch.linalg.solve(A, b)
+    near = as_tree(exact + 1e-3 * torch.randn(12, dtype=F64))
+    _, cold = linsolve.cg(maxiter=3).with_info(tree_matvec(A), as_tree(b))
+    _, warm = linsolve.cg(maxiter=3).with_info(tree_matvec(A), as_tree(b), init=near)
+    assert warm.residual_norm < 1e-2 * cold.residual_norm
+
+
+def test_neumann_equals_truncated_series_and_converges():
+    A, b = spd()
+    alpha, M, I = 1.0 / 35, A.numpy(), np.eye(12)
+    errs = []
+    for k in (0, 5, 50, 400):
+        x = from_tree(linsolve.neumann(steps=k, alpha=alpha)(tree_matvec(A), as_tree(b))).numpy()
+        series = alpha * sum(np.linalg.matrix_power(I - alpha * M, j) @ b.numpy() for j in range(k + 1))
+        assert np.allclose(x, series, rtol=1e-12, atol=1e-12)
+        errs.append(np.linalg.norm(x - np.linalg.solve(M, b.numpy())))
+    assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-3 * errs[0]
+
+
+def test_identity_and_dense():
+    A, b = spd()
+    assert torch.equal(from_tree(linsolve.identity(0.5)(tree_matvec(A), as_tree(b))), 0.5 * b)
+    x, info = linsolve.dense().with_info(tree_matvec(A), as_tree(b))
+    assert torch.allclose(from_tree(x), torch.linalg.solve(A, b), rtol=0, atol=1e-13)
+    nonsym = A + torch.triu(torch.ones(12, 12, dtype=F64), 1)
+    x = linsolve.dense()(lambda v: nonsym @ v, b)
+    assert torch.allclose(nonsym @ x, b, atol=1e-12)
+
+
+def test_solvers_run_under_vmap():
+    A, _ = spd()
+    bs = torch.randn(4, 12, dtype=F64)
+    for solver in (linsolve.cg(maxiter=12), linsolve.neumann(10, 0.03), linsolve.dense()):
+        batched = torch.vmap(lambda b: solver(lambda v: A @ v, b))(bs)
+        loop = torch.stack([solver(lambda v: A @ v, b) for b in bs])
+        assert torch.allclose(batched, loop, atol=1e-12)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: linsolve.cg(maxiter=-1), r"linsolve\.cg.*`maxiter` must be an integer >= 0\. Got -1"),
+    (lambda: linsolve.cg(maxiter=2.5), r"`maxiter` must be an integer >= 0\. Got 2\.5"),
+    (lambda: linsolve.cg(tol=-1.0), r"`tol` and `damping` must be >= 0"),
+    (lambda: linsolve.neumann(steps=3, alpha=0.0), r"linsolve\.neumann.*`alpha` must be a number > 0\. Got 0\.0"),
+    (lambda: linsolve.neumann(steps=3, alpha=-1.0), r"`alpha` must be a number > 0\. Got -1\.0"),
+    (lambda: linsolve.neumann(steps=-2), r"`steps` must be an integer >= 0\. Got -2"),
+    (lambda: linsolve.identity(0), r"`scale` must be a number > 0"),
+])
+def test_bad_solver_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_solve_inputs():
+    solver = linsolve.cg(maxiter=2)
+    with pytest.raises(ValueError, match=r"linsolve\.cg.*leaf .* of `b` is not a floating-point"):
+        solver(lambda v: v, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"`init` and `b` are pytrees of different structure"):
+        solver(lambda v: v, {"a": torch.ones(2)}, init={"c": torch.ones(2)})
