@@ -64,8 +64,9 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
         >>> import torch
         >>> from betty_func import hypergrad as hg
         >>> L = lambda th, lam: (lam * th ** 2).sum() / 2
-        >>> m = hg.finite_difference()(L, torch.ones(2), torch.ones(2), (), torch.full((2,), 3.0))
-        >>> [round(v, 6) for v in m.tolist()]
+        >>> one = torch.ones(2, dtype=torch.float64)
+        >>> m = hg.finite_difference()(L, one, one, (), 3 * one)
+        >>> [round(v, 9) for v in m.tolist()]
         [3.0, 3.0]
     """
     api = "hypergrad.finite_difference(eps, batched)"

@@ -1,0 +1,30 @@
+"""Smoke tests: each example runs end to end in --quick mode and writes its JSON table."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("script", ["hpo_logreg.py"])
+def test_example_quick(script, tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())["results"]
+    assert set(table) == {"grid-searched single decay", "learned single decay", "learned per-pixel decay"}
+    for rows in table.values():
+        assert all(0.5 < r["test_acc"] <= 1.0 for r in rows)
+    assert "| learned per-pixel decay |" in proc.stdout
+
+
+def test_bundled_data_and_missing_path(tmp_path):
+    from betty_func.data import mnist10k
+    X, y = mnist10k()
+    assert X.shape == (10000, 784) and float(X.max()) == 1.0 and int(y.bincount()[5]) == 863
+    with pytest.raises(FileNotFoundError, match=r"data\.mnist10k\(path\): no file at '.*nope\.npz'"):
+        mnist10k(tmp_path / "nope.npz")
