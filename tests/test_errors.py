@@ -98,3 +98,13 @@ def test_bad_configuration(make, match):
 def test_linsolve_rejects_bad_right_hand_side():
     with pytest.raises(ValueError, match=r"linsolve\.neumann.*`b` has no tensors"):
         linsolve.neumann(2, 0.5)(lambda v: v, {})
+
+
+def test_darts_accepts_callables_without_weakref_support():
+    class Loss:
+        __slots__ = ()
+
+        def __call__(self, th, lam):
+            return inner(th, lam)
+    g = hg.grad(outer, Loss(), hg.darts())
+    assert torch.isfinite(g(THETA, LAM)).all() and torch.isfinite(g(THETA, LAM)).all()

@@ -31,6 +31,20 @@ def _check_coupling(api: str, loss: Callable, theta: PyTree, lam: PyTree, args: 
         vjp(probe, theta)
 
 
+def _seen(cache: weakref.WeakSet, key: Any) -> bool:
+    try:
+        return key in cache
+    except TypeError:  # not weak-referenceable (a C builtin): check every call
+        return False
+
+
+def _remember(cache: weakref.WeakSet, key: Any) -> None:
+    try:
+        cache.add(key)
+    except TypeError:
+        pass
+
+
 def _pair_grads(loss: Callable, plus: PyTree, minus: PyTree, lam: PyTree, args: tuple,
                 batched: bool) -> tuple[PyTree, PyTree]:
     """∇_λ loss at θ+ and θ-, with the same random draws (dropout masks) for both."""
@@ -76,9 +90,9 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     def mixed(inner_loss: Callable, theta: PyTree, lam: PyTree, args: tuple, p: PyTree) -> PyTree:
         loss = depends(api, "inner_loss", inner_loss, "outer_params")
         key = getattr(inner_loss, "__func__", inner_loss)  # bound methods: key on the function
-        if not torch.compiler.is_compiling() and key not in checked:
+        if not torch.compiler.is_compiling() and not _seen(checked, key):
             _check_coupling(api, loss, theta, lam, args)
-            checked.add(key)
+            _remember(checked, key)
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
         g_plus, g_minus = _pair_grads(loss, tree.axpy(step, p, theta), tree.axpy(-step, p, theta),

@@ -41,7 +41,7 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
         dtype = scalar_dtype(grads)
-        rate = lr_at(api, lr, state.count, dtype)
+        rate = lr_at(lr, state.count, dtype)
         t = (state.count + 1).to(dtype)
         if weight_decay and not decoupled:
             grads = tree.axpy(weight_decay, params, grads)

@@ -65,7 +65,7 @@ def scalar_dtype(grads: PyTree) -> torch.dtype:
         torch.float32
 
 
-def lr_at(api: str, lr: LearningRate, count: torch.Tensor, dtype: torch.dtype) -> Any:
+def lr_at(lr: LearningRate, count: torch.Tensor, dtype: torch.dtype) -> Any:
     """The learning rate for step ``count``: a constant, or ``schedule(count)`` in ``dtype``."""
     if callable(lr):
         return lr(count.to(dtype))

@@ -59,7 +59,7 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
             buf = tree.map(lambda b, d: torch.where(first, d, momentum * b + (1 - dampening) * d),
                            buf, grads)
             grads = tree.axpy(momentum, buf, grads) if nesterov else buf
-        rate = lr_at(api, lr, state.count, scalar_dtype(grads))
+        rate = lr_at(lr, state.count, scalar_dtype(grads))
         return tree.scale(-rate, grads), SgdState(state.count + 1, buf)
 
     return Optimizer(init, update)
