@@ -88,9 +88,11 @@ def test_finite_difference_error_is_second_order():
     theta, lam, p = (torch.randn(6, generator=g, dtype=F64) for _ in range(3))
     L = lambda th, l: (l * torch.cosh(th)).sum()  # noqa: E731  (∂²L/∂λ∂θ p = sinh(θ) ⊙ p)
     truth = torch.sinh(theta) * p
-    errs = [rel(hg.finite_difference(eps)(L, theta, lam, (), p), truth) for eps in (0.08, 0.04, 0.02)]
+    g_theta, g_lam = grad(L, argnums=0), grad(L, argnums=1)
+    errs = [rel(hg.finite_difference(eps)(g_theta, g_lam, theta, lam, p), truth)
+            for eps in (0.08, 0.04, 0.02)]
     assert all(3.8 < a / b < 4.2 for a, b in zip(errs, errs[1:]))
-    assert rel(hg.exact_mixed()(L, theta, lam, (), p), truth) < 1e-14
+    assert rel(hg.exact_mixed()(g_theta, g_lam, theta, lam, p), truth) < 1e-14
 
 
 def plain_autograd_unrolled(p, theta0, lr, momentum, steps):
@@ -155,7 +157,8 @@ def test_finite_difference_shares_randomness(batched):
     see the same mask; with p = 1 every coordinate must be 0 or 4θ."""
     theta, lam = torch.linspace(1, 2, 200, dtype=F64), torch.ones(200, dtype=F64)
     L = lambda th, l: 0.5 * (l * torch.nn.functional.dropout(th, 0.5) ** 2).sum()  # noqa: E731
-    m = hg.finite_difference(eps=0.01, batched=batched)(L, theta, lam, (), torch.ones(200, dtype=F64))
+    m = hg.finite_difference(eps=0.01, batched=batched)(None, grad(L, argnums=1), theta, lam,
+                                                        torch.ones(200, dtype=F64))
     zero, full = m.abs() < 1e-9, (m - 4 * theta).abs() < 1e-7
     assert bool((zero | full).all()) and 20 < int(zero.sum()) < 180
 

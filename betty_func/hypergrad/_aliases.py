@@ -4,11 +4,10 @@ from __future__ import annotations
 from .. import linsolve
 from ._exact_mixed import exact_mixed
 from ._finite_difference import finite_difference
-from ._implicit import implicit
-from ._method import Method
+from ._implicit import Implicit, implicit
 
 
-def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0) -> Method:
+def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0) -> Implicit:
     """Implicit hypergradient with ``maxiter`` conjugate-gradient steps (:func:`linsolve.cg`).
 
     Exact once ``maxiter`` reaches the inner dimension (SPD Hessian); use ``damping`` for
@@ -17,7 +16,7 @@ def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0) -> Method:
     return implicit(linsolve.cg(maxiter, tol, damping), exact_mixed())
 
 
-def neumann(steps: int = 5, alpha: float = 1.0) -> Method:
+def neumann(steps: int = 5, alpha: float = 1.0) -> Implicit:
     """Implicit hypergradient with a ``steps``-term Neumann series (:func:`linsolve.neumann`).
 
     Converges only for ``0 < alpha < 2 / λmax(H)``. Cost ≈ ``steps + 2`` HVPs.
@@ -25,14 +24,14 @@ def neumann(steps: int = 5, alpha: float = 1.0) -> Method:
     return implicit(linsolve.neumann(steps, alpha), exact_mixed())
 
 
-def darts(eps: float = 0.01, scale: float = 1.0) -> Method:
+def darts(eps: float = 0.01, scale: float = 1.0) -> Implicit:
     """DARTS' approximation (Liu et al., ICLR 2019): ``H⁻¹ ≈ scale·I`` and a finite-difference mixed
     term with step ``eps / ||∇θF||``. Betty's default method. Cost: 3 gradient passes, no HVP.
     """
     return implicit(linsolve.identity(scale), finite_difference(eps))
 
 
-def exact(damping: float = 0.0) -> Method:
+def exact(damping: float = 0.0) -> Implicit:
     """Exact implicit hypergradient by a dense solve (:func:`linsolve.dense`). Small problems only:
     ``n`` HVPs (batched) and ``O(n²)`` memory for ``n`` inner parameters."""
     return implicit(linsolve.dense(damping), exact_mixed())

@@ -3,41 +3,38 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from torch.func import grad, vjp
+from torch.func import vjp
 
-from ._checks import depends, ensure, tracks
+from ._checks import ensure, tracks
 
 PyTree = Any
-Mixed = Callable[..., PyTree]
+GradFn = Callable[[PyTree, PyTree], PyTree]
+API = "hypergrad.exact_mixed()"
 
 
-def exact_mixed() -> Mixed:
-    r"""Return ``mixed(inner_loss, θ, λ, args, p)`` :math:`= \partial_\lambda
-    \langle \nabla_\theta L(\theta, \lambda), p\rangle = (\nabla^2_{\lambda\theta} L)\, p`.
+def exact_mixed() -> Callable[..., PyTree]:
+    r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`= (\partial_\lambda g)^\top p`
+    with :math:`g(\theta, \lambda) = \nabla_\theta L` given as ``grad_theta``; for a loss this is
+    :math:`\partial_\lambda \langle \nabla_\theta L(\theta, \lambda), p\rangle`.
 
-    Computed as the ``vjp`` of :math:`\lambda \mapsto \nabla_\theta L(\theta, \lambda)` with
-    cotangent ``p``: one gradient pass plus one backward pass (≈ one Hessian-vector product).
-    An inner loss whose gradient in θ ignores λ is an error, not a silent zero.
+    One ``vjp`` of :math:`\lambda \mapsto g(\theta, \lambda)`: a gradient pass plus one backward
+    pass (≈ one Hessian-vector product). ``grad_lam`` is unused. A gradient in θ that ignores λ is
+    an error, not a silent zero.
 
     Example:
         >>> import torch
         >>> from betty_func import hypergrad as hg
-        >>> L = lambda th, lam: (lam * th ** 2).sum() / 2          # ∇θL = lam*th -> mixed = th*p
-        >>> hg.exact_mixed()(L, torch.ones(2), torch.ones(2), (), torch.full((2,), 3.0)).tolist()
+        >>> g_theta = lambda th, lam: lam * th          # ∇θ of (lam * th²).sum() / 2
+        >>> hg.exact_mixed()(g_theta, None, torch.ones(2), torch.ones(2), torch.full((2,), 3.0)).tolist()
         [3.0, 3.0]
     """
-    api = "hypergrad.exact_mixed()"
-
-    def mixed(inner_loss: Callable, theta: PyTree, lam: PyTree, args: tuple, p: PyTree) -> PyTree:
-        loss = depends(api, "inner_loss", inner_loss, "inner_params")
-
-        def grad_theta(l: PyTree) -> PyTree:
-            g = grad(loss)(theta, l, *args)
-            ensure(api, tracks(g), "the gradient of `inner_loss` in `inner_params` does not depend "
+    def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree, p: PyTree) -> PyTree:
+        def g(l: PyTree) -> PyTree:
+            out = grad_theta(theta, l)
+            ensure(API, tracks(out), "the gradient of `inner_loss` in `inner_params` does not depend "
                    "on `outer_params`, so the hypergradient's implicit part would be a silent zero",
                    "Make the inner loss use the outer params (check argument order).")
-            return g
-
-        return vjp(grad_theta, lam)[1](p)[0]
+            return out
+        return vjp(g, lam)[1](p)[0]
 
     return mixed

@@ -5,11 +5,11 @@ import weakref
 from typing import Any, Callable
 
 import torch
-from torch.func import grad, vjp, vmap
+from torch.func import vjp, vmap
 
 from .. import tree
 from .._errors import check_positive
-from ._checks import depends, ensure, tracks
+from ._checks import ensure, tracks
 
 PyTree = Any
 
@@ -18,11 +18,11 @@ def _devices(theta: PyTree) -> list:
     return list({x.device for x in tree.leaves(theta) if x.device.type != "cpu"})
 
 
-def _check_coupling(api: str, loss: Callable, theta: PyTree, lam: PyTree, args: tuple) -> None:
-    """Raise unless ∇_λ loss depends on θ (else the difference is a silent zero: a loss that
+def _check_coupling(api: str, grad_lam: Callable, theta: PyTree, lam: PyTree) -> None:
+    """Raise unless ∇_λ L depends on θ (else the difference is a silent zero: a loss that
     ignores θ, or one of the form f(θ) + g(λ)). One ``vjp`` probe over θ; RNG left untouched."""
     def probe(th: PyTree) -> PyTree:
-        out = grad(loss, argnums=1)(th, lam, *args)
+        out = grad_lam(th, lam)
         ensure(api, tracks(out), "the gradient of `inner_loss` in `outer_params` does not depend "
                "on `inner_params`, so the finite-difference mixed term would be a silent zero",
                "The inner loss must couple inner and outer params (check argument order).")
@@ -45,22 +45,21 @@ def _remember(cache: weakref.WeakSet, key: Any) -> None:
         pass
 
 
-def _pair_grads(loss: Callable, plus: PyTree, minus: PyTree, lam: PyTree, args: tuple,
+def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
                 batched: bool) -> tuple[PyTree, PyTree]:
-    """∇_λ loss at θ+ and θ-, with the same random draws (dropout masks) for both."""
-    g = grad(loss, argnums=1)
+    """∇_λ L at θ+ and θ-, with the same random draws (dropout masks) for both."""
     if batched:
         pair = tree.map(lambda a, b: torch.stack([a, b]), plus, minus)
-        both = vmap(lambda th: g(th, lam, *args), randomness="same")(pair)
+        both = vmap(lambda th: grad_lam(th, lam), randomness="same")(pair)
         return tree.map(lambda x: x[0], both), tree.map(lambda x: x[1], both)
     with torch.random.fork_rng(devices=_devices(plus)):
-        g_plus = g(plus, lam, *args)
-    return g_plus, g(minus, lam, *args)
+        g_plus = grad_lam(plus, lam)
+    return g_plus, grad_lam(minus, lam)
 
 
 def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., PyTree]:
-    r"""Return ``mixed(inner_loss, θ, λ, args, p)`` :math:`\approx (\nabla^2_{\lambda\theta} L)\,p`
-    by a central difference of :math:`\nabla_\lambda L` along ``p``:
+    r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`\approx (\nabla^2_{\lambda\theta} L)\,p`
+    by a central difference of :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
 
     .. math:: \frac{\nabla_\lambda L(\theta + \epsilon p, \lambda)
               - \nabla_\lambda L(\theta - \epsilon p, \lambda)}{2\epsilon},
@@ -71,15 +70,15 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     random numbers: ``batched=True`` evaluates them as one ``vmap(randomness="same")`` pass (pure,
     compiles); ``batched=False`` runs them one after the other, replaying the RNG state (for
     losses ``vmap`` cannot batch, e.g. BatchNorm updating running statistics; eager only).
-    The first call with a given ``inner_loss`` also checks (one extra ``vjp``, eager only) that
+    The first call with a given ``grad_lam`` also checks (one extra ``vjp``, eager only) that
     :math:`\nabla_\lambda L` depends on θ at all, so a decoupled loss is an error, not a zero.
 
     Example:
         >>> import torch
         >>> from betty_func import hypergrad as hg
-        >>> L = lambda th, lam: (lam * th ** 2).sum() / 2
+        >>> g_lam = lambda th, lam: th ** 2 / 2            # ∇λ of (lam * th²).sum() / 2
         >>> one = torch.ones(2, dtype=torch.float64)
-        >>> m = hg.finite_difference()(L, one, one, (), 3 * one)
+        >>> m = hg.finite_difference()(None, g_lam, one, one, 3 * one)
         >>> [round(v, 9) for v in m.tolist()]
         [3.0, 3.0]
     """
@@ -87,16 +86,16 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     check_positive(api, "eps", eps)
     checked: weakref.WeakSet = weakref.WeakSet()
 
-    def mixed(inner_loss: Callable, theta: PyTree, lam: PyTree, args: tuple, p: PyTree) -> PyTree:
-        loss = depends(api, "inner_loss", inner_loss, "outer_params")
-        key = getattr(inner_loss, "__func__", inner_loss)  # bound methods: key on the function
+    def mixed(grad_theta: Callable, grad_lam: Callable, theta: PyTree, lam: PyTree,
+              p: PyTree) -> PyTree:
+        key = getattr(grad_lam, "key", grad_lam)  # a stable identity for the loss behind grad_lam
         if not torch.compiler.is_compiling() and not _seen(checked, key):
-            _check_coupling(api, loss, theta, lam, args)
+            _check_coupling(api, grad_lam, theta, lam)
             _remember(checked, key)
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
-        g_plus, g_minus = _pair_grads(loss, tree.axpy(step, p, theta), tree.axpy(-step, p, theta),
-                                      lam, args, batched)
+        g_plus, g_minus = _pair_grads(grad_lam, tree.axpy(step, p, theta),
+                                      tree.axpy(-step, p, theta), lam, batched)
         return tree.scale(1 / (2 * step), tree.sub(g_plus, g_minus))
 
     return mixed

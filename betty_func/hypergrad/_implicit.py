@@ -10,17 +10,75 @@ from .. import tree
 from ._checks import depends
 from ._exact_mixed import exact_mixed
 from ._hvp import reverse_over_reverse
-from ._method import HypergradInfo, Loss, Method, outer_grads
+from ._method import HypergradInfo, Loss, outer_grads
 
 PyTree = Any
+GradFn = Callable[[PyTree, PyTree], PyTree]
+
+
+class LossGrad:
+    """``(θ, λ) -> ∇ loss(θ, λ, *args)`` in θ (``argnum=0``) or λ (``argnum=1``), with the loss
+    checked for scalar output and for depending on the differentiated argument. ``key`` is the
+    user's loss, a stable identity for per-loss caches (bound methods: their function)."""
+
+    def __init__(self, api: str, loss: Loss, argnum: int, args: tuple):
+        name = ("inner_params", "outer_params")[argnum]
+        self._fn = grad(depends(api, "inner_loss", loss, name), argnums=argnum)
+        self.key, self._args = getattr(loss, "__func__", loss), args
+
+    def __call__(self, theta: PyTree, lam: PyTree) -> PyTree:
+        return self._fn(theta, lam, *self._args)
+
+
+class Implicit:
+    r"""Hypergradient by the implicit function theorem at a stationary point θ* of the inner problem:
+
+    .. math:: \frac{dF}{d\lambda} = \nabla_\lambda F - (\partial_\lambda g)^\top p,
+              \qquad (\partial_\theta g)^\top p = \nabla_\theta F,
+              \qquad g(\theta, \lambda) = \nabla_\theta L
+
+    Build with :func:`implicit`. Two entry points: ``method(outer_loss, inner_loss, θ, λ, args, init,
+    with_info)`` (what ``hypergrad.grad`` calls) and :meth:`response_vjp`, the root form used by the
+    multilevel scheduler, where ``g`` may be any differentiable optimality map.
+    """
+
+    def __init__(self, solve: ls.LinearSolver, mixed: Callable, hvp: Callable):
+        self.solve, self.mixed, self.hvp = solve, mixed, hvp
+        self.api = f"hypergrad.implicit(solve={solve!r})"
+
+    def __repr__(self) -> str:
+        return self.api
+
+    def response_vjp(self, grad_theta: GradFn, grad_lam: Optional[GradFn], theta: PyTree,
+                     lam: PyTree, v: PyTree, init: Optional[PyTree] = None, with_info: bool = False
+                     ) -> tuple[PyTree, Optional[HypergradInfo]]:
+        r"""Pull the cotangent ``v`` on θ* back to λ: :math:`-(\partial_\lambda g)^\top
+        (\partial_\theta g)^{-\top} v`. ``grad_lam`` (∇λ of the inner objective) is needed only
+        by ``finite_difference``. Cost: the solver's products + one mixed term."""
+        if init is not None:
+            tree.check_same(self.api, init, theta, ("init", "inner_params"))
+        matvec = self.hvp(lambda th: grad_theta(th, lam), theta)
+        info = None
+        if with_info:
+            p, s = self.solve.with_info(matvec, v, init)
+            info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(grad_theta(theta, lam)), p)
+        else:
+            p = self.solve(matvec, v, init)
+        return tree.neg(self.mixed(grad_theta, grad_lam, theta, lam, p)), info
+
+    def __call__(self, outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree, args: tuple,
+                 init: Optional[PyTree], with_info: bool) -> tuple[PyTree, Optional[HypergradInfo]]:
+        v, direct = outer_grads(self.api, outer_loss, theta, lam, args)
+        g_theta = LossGrad(self.api, inner_loss, 0, args)
+        g_lam = LossGrad(self.api, inner_loss, 1, args)
+        back, info = self.response_vjp(g_theta, g_lam, theta, lam, v, init, with_info)
+        return tree.add(direct, back), info
 
 
 def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] = None,
-             hvp: Callable = reverse_over_reverse) -> Method:
-    r"""Hypergradient by the implicit function theorem at a stationary point θ* of ``inner_loss``:
-
-    .. math:: \frac{dF}{d\lambda} = \nabla_\lambda F - (\nabla^2_{\lambda\theta} L)\, p,
-              \qquad (\nabla^2_{\theta\theta} L)\, p = \nabla_\theta F
+             hvp: Callable = reverse_over_reverse) -> Implicit:
+    r"""Implicit hypergradient :math:`\nabla_\lambda F - (\nabla^2_{\lambda\theta} L)\,p` with
+    :math:`(\nabla^2_{\theta\theta} L)\, p = \nabla_\theta F`, at the inner stationary point θ*.
 
     ``solve`` (any :mod:`betty_func.linsolve` solver, default ``cg(maxiter=10)``) approximates
     :math:`p`; ``mixed`` (``exact_mixed()`` default, or ``finite_difference(eps)``) the mixed
@@ -37,24 +95,5 @@ def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] 
         >>> g(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])).tolist()
         [1.0, 2.0]
     """
-    solve = solve if solve is not None else ls.cg(maxiter=10)
-    mixed = mixed if mixed is not None else exact_mixed()
-    api = f"hypergrad.implicit(solve={solve!r})"
-
-    def method(outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree, args: tuple,
-               init: Optional[PyTree], with_info: bool) -> tuple[PyTree, Optional[HypergradInfo]]:
-        v, direct = outer_grads(api, outer_loss, theta, lam, args)
-        loss = depends(api, "inner_loss", inner_loss, "inner_params")
-        grad_theta = lambda th: grad(loss)(th, lam, *args)  # noqa: E731
-        matvec = hvp(grad_theta, theta)
-        if init is not None:
-            tree.check_same(api, init, theta, ("init", "inner_params"))
-        info = None
-        if with_info:
-            p, s = solve.with_info(matvec, v, init)
-            info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(grad_theta(theta)), p)
-        else:
-            p = solve(matvec, v, init)
-        return tree.sub(direct, mixed(inner_loss, theta, lam, args, p)), info
-
-    return method
+    return Implicit(solve if solve is not None else ls.cg(maxiter=10),
+                    mixed if mixed is not None else exact_mixed(), hvp)

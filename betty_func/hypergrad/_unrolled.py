@@ -10,12 +10,27 @@ from .. import optim as _optim
 from .. import tree
 from .._errors import check_nonneg_int, fail
 from ._checks import depends, ensure, tracks, value_depending
-from ._method import HypergradInfo, Loss, Method, outer_grads
+from ._method import HypergradInfo, Loss, outer_grads
 
 PyTree = Any
 
 
-def unrolled(steps: int, optimizer: _optim.Optimizer, checkpoint_every: int = 0) -> Method:
+class Unrolled:
+    """Reverse mode through ``steps`` optimizer updates; build with :func:`unrolled`."""
+
+    def __init__(self, steps: int, optimizer: _optim.Optimizer, checkpoint_every: int,
+                 call: Callable):
+        self.steps, self.optimizer, self.checkpoint_every, self._call = (
+            steps, optimizer, checkpoint_every, call)
+
+    def __repr__(self) -> str:
+        return f"hypergrad.unrolled(steps={self.steps}, checkpoint_every={self.checkpoint_every})"
+
+    def __call__(self, *a: Any) -> tuple[PyTree, Optional[HypergradInfo]]:
+        return self._call(*a)
+
+
+def unrolled(steps: int, optimizer: _optim.Optimizer, checkpoint_every: int = 0) -> Unrolled:
     r"""Hypergradient of :math:`F(\theta_T(\lambda), \lambda)` where ``inner_params`` is
     :math:`\theta_0` and :math:`\theta_{t+1}` is an ``optimizer`` step on
     :math:`\nabla_\theta L(\theta_t, \lambda)`, by reverse mode through all ``steps`` updates
@@ -59,7 +74,7 @@ def unrolled(steps: int, optimizer: _optim.Optimizer, checkpoint_every: int = 0)
             info = HypergradInfo(None, torch.tensor(steps), tree.norm(g_t), None)
         return hyper, info
 
-    return method
+    return Unrolled(steps, optimizer, checkpoint_every, method)
 
 
 def _stepper(api: str, opt: _optim.Optimizer, inner_loss: Loss, lam: PyTree,
