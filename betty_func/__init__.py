@@ -3,8 +3,8 @@
 Problems are pure loss functions over explicit parameter pytrees; hypergradients are composable
 transforms (:mod:`betty_func.hypergrad`) built from ``vjp``/``jvp``/``vmap``.
 """
-from . import data, hypergrad, linsolve, nn, optim, testing, tree
+from . import data, hypergrad, linsolve, mlo, nn, optim, testing, tree
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "hypergrad", "linsolve", "nn", "optim", "testing", "tree", "__version__"]
+__all__ = ["data", "hypergrad", "linsolve", "mlo", "nn", "optim", "testing", "tree", "__version__"]

@@ -37,13 +37,17 @@ def ensure(api: str, ok: bool, what: str, fix: str) -> None:
         fail(api, what, None, fix)
 
 
+def _quote(s: str) -> str:
+    return s if " " in s else f"`{s}`"
+
+
 def depends(api: str, name: str, loss: Loss, argname: str) -> Loss:
     """Wrap ``loss`` so that, inside a transform over ``argname``, independence raises an error."""
     def wrapped(*a: Any) -> torch.Tensor:
         out = scalar(api, name, loss(*a))
-        ensure(api, out.requires_grad, f"`{name}` does not depend on `{argname}`, so its gradient "
-               "would be a silent zero", f"Make `{name}` use `{argname}` (check argument order: "
-               "losses take (inner_params, outer_params, *args)).")
+        ensure(api, out.requires_grad, f"{_quote(name)} does not depend on {_quote(argname)}, so its "
+               "gradient would be a silent zero", f"Make {_quote(name)} use {_quote(argname)} (check "
+               "the argument order).")
         return out
     return wrapped
 

@@ -27,8 +27,9 @@ class LinearSolver:
     definite operator for ``cg``); ``init`` is an optional warm start shaped like ``b``.
     """
 
-    def __init__(self, name: str, run: Run, damping: float = 0.0):
+    def __init__(self, name: str, run: Run, damping: float = 0.0, tracks_residual: bool = False):
         self.name, self._run, self.damping = name, run, damping
+        self.tracks_residual = tracks_residual  # with_info costs no extra matvec
 
     def __repr__(self) -> str:
         return self.name

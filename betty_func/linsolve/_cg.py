@@ -61,4 +61,4 @@ def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0) -> LinearSolve
         return x, iters, torch.sqrt(rs)
 
     return LinearSolver(f"linsolve.cg(maxiter={maxiter}, tol={tol}, damping={damping})", run,
-                        damping)
+                        damping, tracks_residual=True)

@@ -1,0 +1,17 @@
+"""Multilevel optimization: problems as pure losses, a graph ``{upper: [lowers]}``, one solver.
+
+>>> import torch
+>>> from betty_func import mlo, optim
+>>> inner = mlo.Problem("inner", lambda w, b, *, outer: ((w - outer) ** 2).sum(), torch.zeros(2),
+...                     optim.sgd(0.5))
+>>> outer = mlo.Problem("outer", lambda w, b, *, inner: ((inner - 3.0) ** 2).sum(),
+...                     torch.zeros(2), optim.sgd(0.5))
+>>> result = mlo.solve([inner, outer], {"outer": ["inner"]}, steps=40, progress=False, console=False)
+>>> [round(v, 3) for v in result.params["outer"].tolist()]
+[3.0, 3.0]
+"""
+from ._graph import Graph, build, schedule
+from ._problem import Problem
+from ._solve import EarlyStopping, Result, solve
+
+__all__ = ["Problem", "solve", "schedule", "Result", "EarlyStopping", "Graph", "build"]

@@ -1,0 +1,114 @@
+"""``mlo.Problem``: one optimization problem of a multilevel program, as plain data."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .. import hypergrad as hg
+from .. import optim, tree
+from .._errors import check_nonneg_int, fail
+
+PyTree = Any
+Method = Union[hg.Implicit, hg.Unrolled]
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A problem: ``loss(params, batch, **reads)`` minimized over ``params`` by ``optimizer``.
+
+    * ``loss`` reads other problems through keyword-only parameters named after them (uppers see
+      their lowers' current best-response params; lowers see their uppers' params) and returns a
+      scalar or ``(scalar, metrics_dict)``.
+    * ``data``: an iterable (restarted at each epoch, e.g. a ``DataLoader``), a callable
+      ``step -> batch``, or None (the ``env`` of ``solve`` supplies batches, or the loss gets None).
+    * ``hypergrad``: how this problem's uppers differentiate through its best response: a method
+      (default ``hypergrad.cg(maxiter=10)``) or ``{upper_name: method}`` to set it per edge.
+    * ``unroll_steps``: updates of this problem per update of its uppers. ``accumulate``: batches
+      averaged per update. ``warmup``: global steps before this problem's first update.
+    * ``project(params) -> params`` after every update (Betty's ``param_callback``);
+      ``reset(params, **reads) -> params`` before the first update of each inner loop (Betty's
+      ``on_inner_loop_start``, e.g. MAML starting from the meta-parameters).
+
+    Example:
+        >>> import torch
+        >>> from betty_func import mlo, optim
+        >>> p = mlo.Problem("inner", lambda w, batch, *, outer: ((w - outer) ** 2).sum(),
+        ...                 torch.zeros(3), optim.sgd(0.1))
+        >>> p.reads
+        ('outer',)
+    """
+    name: str
+    loss: Callable[..., Any]
+    params: PyTree
+    optimizer: optim.Optimizer
+    data: Any = None
+    hypergrad: Union[Method, Mapping[str, Method], None] = None
+    unroll_steps: int = 1
+    accumulate: int = 1
+    warmup: int = 0
+    project: Optional[Callable[[PyTree], PyTree]] = None
+    reset: Optional[Callable[..., PyTree]] = None
+    reads: tuple = field(init=False)
+    reset_reads: tuple = field(init=False)
+
+    def __post_init__(self) -> None:
+        api = f"mlo.Problem({self.name!r}, loss, params, optimizer)"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            fail(api, "`name` must be a valid Python identifier (losses read problems by keyword)",
+                 repr(self.name), "Use e.g. 'classifier' or 'reweight'.")
+        for what, fn in (("loss", self.loss), ("project", self.project), ("reset", self.reset)):
+            if fn is not None and not callable(fn):
+                fail(api, f"`{what}` must be callable", type(fn).__name__)
+        tree.check_float(api, self.params, "params")
+        if not isinstance(self.optimizer, optim.Optimizer):
+            fail(api, "`optimizer` must be a betty_func.optim optimizer", type(self.optimizer).__name__,
+                 "Pass e.g. optim.sgd(0.1) or optim.adam(1e-3).")
+        for knob in ("unroll_steps", "accumulate"):
+            if check_nonneg_int(api, knob, getattr(self, knob)) == 0:
+                fail(api, f"`{knob}` must be >= 1", 0)
+        check_nonneg_int(api, "warmup", self.warmup)
+        self._check_methods(api)
+        object.__setattr__(self, "reads", _keyword_reads(api, self.loss))
+        object.__setattr__(self, "reset_reads", _keyword_reads(api, self.reset, positional=1)
+                           if self.reset is not None else ())
+
+    def _check_methods(self, api: str) -> None:
+        methods = self.hypergrad.values() if isinstance(self.hypergrad, Mapping) else [self.hypergrad]
+        for m in methods:
+            if m is not None and not isinstance(m, (hg.Implicit, hg.Unrolled)):
+                fail(api, "`hypergrad` must be a hypergradient method or {upper: method}",
+                     type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts().")
+            if isinstance(m, hg.Unrolled) and (m.steps != self.unroll_steps
+                                               or m.optimizer is not self.optimizer):
+                fail(api, "an unrolled method must unroll this problem's own updates: `steps` must "
+                     "equal `unroll_steps` and `optimizer` must be this problem's optimizer",
+                     f"steps={m.steps}, unroll_steps={self.unroll_steps}",
+                     "Build it as hypergrad.unrolled(problem_unroll_steps, problem_optimizer).")
+
+    def method_for(self, upper: str) -> Method:
+        """The method an upper named ``upper`` uses to differentiate through this problem."""
+        m = self.hypergrad.get(upper) if isinstance(self.hypergrad, Mapping) else self.hypergrad
+        return m if m is not None else _DEFAULT
+
+    @property
+    def unrolled(self) -> bool:
+        methods = self.hypergrad.values() if isinstance(self.hypergrad, Mapping) else [self.hypergrad]
+        return any(isinstance(m, hg.Unrolled) for m in methods)
+
+
+_DEFAULT = hg.cg(maxiter=10)
+
+
+def _keyword_reads(api: str, fn: Callable, positional: int = 2) -> tuple:
+    """Names of ``fn``'s keyword-only parameters (the problems it reads)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return ()
+    pos = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(pos) < positional and not any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+        what = "`loss` must take (params, batch, *, <problem names>...)" if positional == 2 else \
+            "`reset` must take (params, *, <problem names>...)"
+        fail(api, what, f"signature {sig}", "Add the missing positional parameter.")
+    return tuple(p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY)

@@ -1,0 +1,193 @@
+"""``mlo.solve``: run a multilevel program, log it, validate it, checkpoint it."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+from .. import tree
+from .._errors import check_nonneg_int, fail
+from ..hypergrad._checks import depends
+from ..logging import Console, Progress, TensorBoard
+from . import _checkpoint as ckpt
+from ._data import Source, draw
+from ._graph import API, Graph, build
+from ._problem import Problem
+from ._step import step as pure_step
+from ._total_grad import StepContext, call_loss
+
+
+@dataclass
+class Result:
+    """What ``solve`` returns: final params and optimizer states by problem name, the number of
+    global steps done, and the logged history ``{tag: [(step, value), ...]}``."""
+    params: dict
+    opt_states: dict
+    step: int
+    history: dict = field(default_factory=dict)
+    best: Optional[dict] = None  # validation metrics of the kept params, with roll_back
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when validation ``metric`` has not improved for ``patience`` validations."""
+    metric: str
+    mode: str = "min"
+    patience: int = 5
+
+
+def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable]) -> None:
+    """Before any update: every loss returns a scalar (or (scalar, metrics)) and depends on its
+    own params or on a problem below it — else its update would be a silent zero. Batches are
+    peeked without moving any data position or RNG."""
+    with torch.random.fork_rng():
+        from_env = env(1) if env is not None else {}
+        for name, p in g.problems.items():
+            ctx = StepContext(g, {name: _peek(sources[name], from_env, name)})
+            own = [name] + [r for r in p.reads if r in g.descendants[name]]
+
+            def loss(sub: dict, name: str = name, ctx: StepContext = ctx) -> torch.Tensor:
+                return call_loss(ctx, name, {**params, **sub})[0]
+            what = "its params" + (" or any problem below it" if len(own) > 1 else "")
+            torch.func.grad(depends(API, f"the loss of '{name}'", lambda sub, _: loss(sub), what))(
+                {n: params[n] for n in own}, None)
+
+
+def _peek(src: Source, from_env: dict, name: str) -> Any:
+    if name in from_env:
+        return from_env[name]
+    if src.data is None:
+        return None
+    return src.data(0) if callable(src.data) else next(iter(src.data))
+
+
+def _scalars(logs: dict) -> dict:
+    return {f"{n}/{k}": float(v) for n, d in logs.items() for k, v in d.items()}
+
+
+def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
+          env: Optional[Callable[[int], dict]] = None,
+          validate: Optional[Callable[[dict], Any]] = None, validate_every: int = 0,
+          log_every: int = 50, logdir: Optional[str] = None, progress: bool = True,
+          console: bool = True, checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0,
+          resume: bool = False, compile: bool = False, seed: Optional[int] = None,
+          early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False) -> Result:
+    """Run ``steps`` global steps of the multilevel program ``graph = {upper: [lowers]}``.
+
+    At global step ``t`` (1-based) each problem due (``mlo.schedule`` prints the plan) updates,
+    lowers first: its gradient is the total derivative of its loss with every problem below it at
+    its current (best-response) params, differentiated by each lower's ``hypergrad`` method.
+    ``env(t) -> {name: batch}`` supplies coupled data (one batch reused for that step's updates).
+    ``validate(params) -> {metric: value}`` runs every ``validate_every`` steps. Scalars
+    (losses, metrics, gradient norms, CG residuals) are read to the host every ``log_every``
+    steps only, printed, shown on a progress line and written to TensorBoard under ``logdir``.
+    ``checkpoint_dir`` with ``checkpoint_every`` saves the whole state atomically; with
+    ``resume=True`` a run continues where the checkpoint stopped, bit for bit. ``compile=True``
+    runs the pure step through ``torch.compile``. ``early_stopping`` stops on a validation
+    metric; ``roll_back`` returns the params of the best validation.
+
+    Example:
+        >>> import torch
+        >>> from betty_func import mlo, optim
+        >>> lo = mlo.Problem("lo", lambda w, b, *, hi: ((w - hi) ** 2).sum(), torch.zeros(2),
+        ...                  optim.sgd(0.5))
+        >>> hi = mlo.Problem("hi", lambda w, b, *, lo: ((lo - 1.0) ** 2).sum(), torch.zeros(2),
+        ...                  optim.sgd(0.5))
+        >>> r = mlo.solve([lo, hi], {"hi": ["lo"]}, steps=30, progress=False, console=False)
+        >>> [round(v, 3) for v in r.params["lo"].tolist()]
+        [1.0, 1.0]
+    """
+    check_nonneg_int("solve(problems, graph, steps)", "steps", steps)
+    g = build(problems, graph)
+    sources = {n: Source(n, p.data) for n, p in g.problems.items()}
+    params = {n: p.params for n, p in g.problems.items()}
+    opt_states = {n: p.optimizer.init(p.params) for n, p in g.problems.items()}
+    start, history, last_batch, stop = 0, {}, {}, {"best": None, "best_params": None, "bad": 0}
+    if seed is not None:
+        torch.manual_seed(seed)
+    saved = ckpt.load(checkpoint_dir) if (resume and checkpoint_dir) else None
+    if saved is not None:
+        start, params, opt_states = saved["step"], saved["params"], saved["opt_states"]
+        history, last_batch, stop = saved["history"], saved["last_batch"], saved["stop"]
+        for n, s in saved["sources"].items():
+            sources[n].restore(s)
+        ckpt.set_rng_state(saved["rng"])
+    else:
+        _preflight(g, params, sources, env)
+    writers = _writers(g, steps, start, logdir, progress, console)
+    run = _stepper(g, compile)
+    t = start
+    for t in range(start + 1, steps + 1):
+        names = g.updates_at(t)
+        starts = tuple(n for n in names if g.starts_inner_loop(n, t))
+        batches = draw(sources, g, names, env, t)
+        params, opt_states, last_batch, logs = run(names, starts, params, opt_states, batches,
+                                                   last_batch)
+        if log_every and (t % log_every == 0 or t == steps):
+            _record(history, writers, t, _scalars(logs))
+        if validate is not None and validate_every and t % validate_every == 0:
+            if _validate(validate, params, t, history, writers, stop, early_stopping, roll_back):
+                break
+        if checkpoint_dir and checkpoint_every and t % checkpoint_every == 0:
+            ckpt.save(checkpoint_dir, {"step": t, "params": params, "opt_states": opt_states,
+                                       "history": history, "last_batch": last_batch, "stop": stop,
+                                       "sources": {n: s.state() for n, s in sources.items()},
+                                       "rng": ckpt.rng_state()})
+    for w in writers:
+        getattr(w, "close", lambda: None)()
+    if roll_back and stop["best_params"] is not None:
+        return Result(stop["best_params"], opt_states, t, history, stop["best"])
+    return Result(params, opt_states, t, history)
+
+
+def _stepper(g: Graph, compile: bool) -> Callable:
+    if not compile:
+        return functools.partial(pure_step, g)
+    cache: dict = {}
+
+    def run(names: tuple, starts: tuple, *state: Any) -> Any:
+        if (names, starts) not in cache:
+            cache[(names, starts)] = torch.compile(functools.partial(pure_step, g, names, starts))
+        return cache[(names, starts)](*state)
+    return run
+
+
+def _writers(g: Graph, steps: int, start: int, logdir: Optional[str], progress: bool,
+             console: bool) -> list:
+    out: list = []
+    if progress:
+        out.append(Progress(steps, start))
+    if console:
+        out.append(Console(steps))
+    if logdir:
+        out.append(TensorBoard(logdir))
+    return out
+
+
+def _record(history: dict, writers: list, t: int, scalars: dict) -> None:
+    for k, v in scalars.items():
+        history.setdefault(k, []).append((t, v))
+    for w in writers:
+        (w.update if isinstance(w, Progress) else w.write)(t, scalars)
+
+
+def _validate(validate: Callable, params: dict, t: int, history: dict, writers: list, stop: dict,
+              early: Optional[EarlyStopping], roll_back: bool) -> bool:
+    out = validate(params)
+    metrics = out if isinstance(out, dict) else {"value": out}
+    _record(history, [w for w in writers if not isinstance(w, Progress)], t,
+            {f"validation/{k}": float(v) for k, v in metrics.items()})
+    key = early.metric if early else next(iter(metrics))
+    if key not in metrics:
+        fail("solve(..., early_stopping)", f"validation returned no metric {key!r}",
+             sorted(metrics), "Name a metric that `validate` returns.")
+    value, sign = float(metrics[key]), (-1.0 if early and early.mode == "max" else 1.0)
+    if stop["best"] is None or sign * value < sign * stop["best"][key]:
+        stop["best"], stop["bad"] = {k: float(v) for k, v in metrics.items()}, 0
+        if roll_back:
+            stop["best_params"] = tree.map(lambda x: x.detach().clone(), params)
+    else:
+        stop["bad"] += 1
+    return early is not None and stop["bad"] >= early.patience

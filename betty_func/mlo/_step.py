@@ -1,0 +1,69 @@
+"""One global step as a pure function of explicit state and this step's batches."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .. import optim, tree
+from ._graph import Graph
+from ._total_grad import StepContext, call_reset, total_grad, unrolled_update
+
+PyTree = Any
+
+
+def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, batches: dict,
+         last_batch: dict) -> tuple[dict, dict, dict, dict]:
+    """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
+    inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
+
+    ``batches[name]`` holds the batches each updating problem consumes now (``accumulate`` of
+    them, or ``unroll_steps`` for an unrolled window); ``last_batch`` the latest batch of every
+    problem, read when lower problems' responses are evaluated. Returns new ``params``,
+    ``opt_states``, ``last_batch`` and per-problem logs (tensors: no host sync).
+    """
+    ctx = StepContext(graph, dict(last_batch))
+    params, opt_states, logs = dict(params), dict(opt_states), {}
+    for name in names:
+        p = graph.problems[name]
+        if p.unrolled:
+            theta, state = unrolled_update(ctx, name, params, opt_states[name], batches[name])
+            value, metrics = None, {}
+            grads = None
+        else:
+            if p.reset is not None and name in starts:
+                params[name] = call_reset(p, params[name], params)
+            grads, value, metrics = _accumulated(ctx, name, params, batches[name])
+            theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
+            if p.project is not None:
+                theta = p.project(theta)
+        params[name], opt_states[name] = theta, state
+        logs[name] = _log(value, metrics, grads, ctx, name)
+    for name, batch_list in batches.items():
+        ctx.batch[name] = batch_list[-1]
+    return params, opt_states, ctx.batch, logs
+
+
+def _accumulated(ctx: StepContext, name: str, params: dict,
+                 batches: list) -> tuple[PyTree, torch.Tensor, dict]:
+    total, value, metrics = None, 0.0, {}
+    for b in batches:
+        ctx.batch[name] = b
+        g, v, metrics = total_grad(ctx, name, (name,), params)
+        total = g[name] if total is None else tree.add(total, g[name])
+        value = value + v.detach()
+    n = len(batches)
+    return (total if n == 1 else tree.scale(1.0 / n, total)), value / n, metrics
+
+
+def _log(value: Any, metrics: dict, grads: Any, ctx: StepContext, name: str) -> dict:
+    out = {}
+    if value is not None:
+        out["loss"] = value.detach()
+    out.update({k: torch.as_tensor(v).detach() for k, v in metrics.items()})
+    if grads is not None:
+        out["grad_norm"] = tree.norm(grads).detach()
+    for (upper, lower), info in ctx.infos.items():
+        if upper == name:
+            out[f"residual/{lower}"] = info.residual_norm.detach()
+    return out

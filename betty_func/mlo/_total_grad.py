@@ -1,0 +1,206 @@
+r"""The total gradient of a problem's loss with every problem below it at its best response.
+
+``total_grad(ctx, P, wrt, params)`` is ``torch.func.grad`` of a composite: P's loss evaluated with
+each descendant D replaced by its *response* :math:`\theta_D(\theta_{anc(D)})`, an
+``autograd.Function`` whose value is D's current params and whose VJP is D's method:
+
+* implicit: :math:`-(\partial_x g_D)^\top (\partial_\theta g_D)^{-\top} v` with D's optimality map
+  :math:`g_D(\theta_D, x) =` ``total_grad(D, [D])`` — the same construction one level down, so the
+  level above differentiates through the lowers' responses (CG or Neumann on middle levels too)
+  and the derivative is exact wherever the solves are; autograd sums every path through the DAG.
+* unrolled: D's ``unroll_steps`` updates ran once this step, as a window inside ``vjp``; the
+  response's VJP is that pullback. Inside another level's transform (nested) the window is
+  recomputed so that it can be differentiated again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.func import grad, vjp
+
+from .. import hypergrad as hg
+from .. import optim, tree
+from .._errors import fail
+from ._graph import API, Graph
+
+PyTree = Any
+
+
+@dataclass
+class Window:
+    """An unrolled problem's window run this step: its start, batches and pullback."""
+    theta0: PyTree
+    state0: PyTree
+    batches: list
+    pullback: Callable
+
+
+@dataclass
+class StepContext:
+    """What one global step shares: the graph, each problem's current batch, this step's unrolled
+    windows, solver diagnostics per edge (tensors), and how deep in nested transforms we are."""
+    graph: Graph
+    batch: dict
+    windows: dict = field(default_factory=dict)
+    infos: dict = field(default_factory=dict)
+    depth: int = 0
+
+
+def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict]:
+    """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics)``, checked."""
+    p = ctx.graph.problems[name]
+    out = p.loss(params[name], ctx.batch.get(name), **{r: params[r] for r in p.reads})
+    value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        fail(API, f"the loss of '{name}' must return a scalar float tensor or (scalar, metrics)",
+             got, "Reduce it with .mean() / .sum().")
+    if not isinstance(metrics, dict):
+        fail(API, f"the loss of '{name}' returned metrics that are not a dict", type(metrics).__name__)
+    return value, metrics
+
+
+def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[dict, Any, dict]:
+    """``({w: dL_name/dθ_w}, loss value, metrics)`` with the descendants at best response."""
+    g = ctx.graph
+    below = [d for d in reversed(g.order) if d in g.descendants[name]]  # top-down
+
+    def composite(variables: dict) -> tuple[torch.Tensor, tuple]:
+        env = {**params, **variables}
+        for d in below:
+            env[d] = respond(ctx, name, d, env, params)
+        value, metrics = call_loss(ctx, name, env)
+        return value, (value, metrics)
+
+    grads, (value, metrics) = grad(composite, has_aux=True)({w: params[w] for w in wrt})
+    return grads, value, metrics
+
+
+@dataclass(eq=False)
+class _Spec:
+    """Everything a response's backward needs besides tensors."""
+    ctx: StepContext
+    upper: str
+    name: str
+    params: dict
+    x_names: tuple
+    x_def: Any
+    theta0: PyTree
+    nested: bool
+
+
+class _Response(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(spec: _Spec, *x_leaves: torch.Tensor) -> tuple:
+        return tuple(t.clone() for t in tree.leaves(spec.theta0))
+
+    @staticmethod
+    def setup_context(fctx: Any, inputs: tuple, output: Any) -> None:
+        fctx.spec = inputs[0]
+        fctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    def backward(fctx: Any, *v_leaves: torch.Tensor) -> tuple:
+        s = fctx.spec
+        x = tree.unflatten(s.x_def, list(fctx.saved_tensors))
+        v = tree.unflatten(tree.structure(s.theta0), list(v_leaves))
+        cot = _pull_back(s, x, v)
+        return (None, *tree.leaves({k: cot[k] for k in s.x_names}))
+
+
+def respond(ctx: StepContext, upper: str, name: str, env: dict, params: dict) -> PyTree:
+    """``name``'s params as a differentiable function of all its ancestors' (values from ``env``)."""
+    g = ctx.graph
+    x_names = tuple(a for a in g.order if a in g.ancestors[name])
+    x = {a: env[a] for a in x_names}
+    spec = _Spec(ctx, upper, name, params, x_names, tree.structure(x), params[name], ctx.depth > 0)
+    out = _Response.apply(spec, *tree.leaves(x))
+    return tree.unflatten(tree.structure(params[name]), list(out))
+
+
+class _Grad:
+    """``(θ_D, x) -> total_grad(D)`` in θ_D (``own=True``) or in ``x``; ``key`` is D's loss."""
+
+    def __init__(self, ctx: StepContext, name: str, params: dict, own: bool):
+        self.ctx, self.name, self.params, self.own = ctx, name, params, own
+        loss = ctx.graph.problems[name].loss
+        self.key = getattr(loss, "__func__", loss)
+
+    def __call__(self, theta: PyTree, x: dict) -> Any:
+        self.ctx.depth += 1
+        try:
+            wrt = (self.name,) if self.own else tuple(x)
+            grads = total_grad(self.ctx, self.name, wrt, {**self.params, **x, self.name: theta})[0]
+        finally:
+            self.ctx.depth -= 1
+        return grads[self.name] if self.own else grads
+
+
+def _pull_back(s: _Spec, x: dict, v: PyTree) -> dict:
+    p = s.ctx.graph.problems[s.name]
+    method = p.method_for(s.upper)
+    if isinstance(method, hg.Unrolled):
+        return _window_vjp(s, x, v)
+    info_wanted = not s.nested and getattr(method.solve, "tracks_residual", False)
+    back, info = method.response_vjp(_Grad(s.ctx, s.name, s.params, True),
+                                     _Grad(s.ctx, s.name, s.params, False),
+                                     s.theta0, x, v, with_info=info_wanted)
+    if info is not None:
+        s.ctx.infos[(s.upper, s.name)] = info
+    return back
+
+
+def run_window(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list,
+               x: dict, params: dict) -> tuple[PyTree, PyTree]:
+    """``len(batches)`` differentiable updates of ``name`` (reset first, project after each)."""
+    p = ctx.graph.problems[name]
+    merged = {**params, **x}
+    if p.reset is not None:
+        theta = call_reset(p, theta, merged)
+    ctx.depth += 1
+    try:
+        for b in batches:
+            ctx.batch[name] = b
+            g = total_grad(ctx, name, (name,), {**merged, name: theta})[0][name]
+            theta, state = optim.step(p.optimizer, theta, g, state)
+            if p.project is not None:
+                theta = p.project(theta)
+    finally:
+        ctx.depth -= 1
+    return theta, state
+
+
+def call_reset(p: Any, theta: PyTree, params: dict) -> PyTree:
+    """``p.reset(theta, **reads)``: the start of an inner loop (MAML: the meta-parameters)."""
+    return p.reset(theta, **{k: params[k] for k in p.reset_reads})
+
+
+def unrolled_update(ctx: StepContext, name: str, params: dict, state: PyTree,
+                    batches: list) -> tuple[PyTree, PyTree]:
+    """Run ``name``'s window once inside ``vjp`` over all its ancestors; keep the pullback."""
+    g = ctx.graph
+    x = {a: params[a] for a in g.order if a in g.ancestors[name]}
+    theta0 = params[name]
+
+    def window(xx: dict) -> tuple[PyTree, list]:
+        theta, new_state = run_window(ctx, name, theta0, state, batches, xx, params)
+        return theta, tree.leaves(new_state)  # aux must be tensors (a state may hold None)
+
+    theta, pullback, leaves = vjp(window, x, has_aux=True)
+    ctx.windows[name] = Window(theta0, state, batches, pullback)
+    return theta, tree.unflatten(tree.structure(state), leaves)
+
+
+def _window_vjp(s: _Spec, x: dict, v: PyTree) -> dict:
+    w = s.ctx.windows.get(s.name)
+    if w is None:
+        fail(API, f"no unrolled window of '{s.name}' ran in this step", None,
+             "An unrolled problem's uppers update only when its window closes (internal error).")
+    if not s.nested:
+        return w.pullback(v)[0]
+    fn = lambda xx: run_window(s.ctx, s.name, w.theta0, w.state0, w.batches, xx, s.params)[0]  # noqa
+    return vjp(fn, x)[1](v)[0]
