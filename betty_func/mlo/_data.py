@@ -1,6 +1,7 @@
 """Data sources: iterables restarted each epoch, callables, and position state for resume."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 import torch
@@ -14,13 +15,11 @@ class Source:
 
     def __init__(self, name: str, data: Any):
         self.name, self.data = name, data
-        if data is not None and not callable(data):
-            try:
-                it = iter(data)
-            except TypeError:
+        if data is not None and not callable(data):  # no iter() here: a DataLoader would draw RNG
+            if not isinstance(data, Iterable):
                 fail("solve(problems, graph)", f"`data` of '{name}' is neither iterable nor callable",
                      type(data).__name__, "Pass a DataLoader, a list of batches, or i -> batch.")
-            if it is data:
+            if isinstance(data, Iterator):
                 fail("solve(problems, graph)", f"`data` of '{name}' is a one-shot iterator",
                      type(data).__name__, "Pass a re-iterable (list, DataLoader) or i -> batch, so "
                      "epochs can restart and a resumed run can find its place.")

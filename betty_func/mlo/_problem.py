@@ -29,6 +29,9 @@ class Problem:
     * ``project(params) -> params`` after every update (Betty's ``param_callback``);
       ``reset(params, **reads) -> params`` before the first update of each inner loop (Betty's
       ``on_inner_loop_start``, e.g. MAML starting from the meta-parameters).
+    * ``state``: buffers (BatchNorm running statistics). The loss then takes a keyword-only
+      ``state`` and returns ``(scalar, metrics, new_state)``; the new state is kept after this
+      problem's own updates only (evaluations for other problems' hypergradients discard it).
 
     Example:
         >>> import torch
@@ -49,6 +52,7 @@ class Problem:
     warmup: int = 0
     project: Optional[Callable[[PyTree], PyTree]] = None
     reset: Optional[Callable[..., PyTree]] = None
+    state: Optional[PyTree] = None
     reads: tuple = field(init=False)
     reset_reads: tuple = field(init=False)
 
@@ -69,7 +73,13 @@ class Problem:
                 fail(api, f"`{knob}` must be >= 1", 0)
         check_nonneg_int(api, "warmup", self.warmup)
         self._check_methods(api)
-        object.__setattr__(self, "reads", _keyword_reads(api, self.loss))
+        reads = _keyword_reads(api, self.loss)
+        if ("state" in reads) != (self.state is not None):
+            fail(api, "a problem with `state` needs a loss with a keyword-only `state` parameter, "
+                 "and only then", f"state given: {self.state is not None}, loss reads: {reads}",
+                 "Pass state=... and write loss(params, batch, *, state, ...) -> "
+                 "(value, metrics, new_state), or neither.")
+        object.__setattr__(self, "reads", tuple(r for r in reads if r != "state"))
         object.__setattr__(self, "reset_reads", _keyword_reads(api, self.reset, positional=1)
                            if self.reset is not None else ())
 

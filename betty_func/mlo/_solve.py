@@ -27,6 +27,7 @@ class Result:
     opt_states: dict
     step: int
     history: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)  # buffers of problems that have state
     best: Optional[dict] = None  # validation metrics of the kept params, with roll_back
 
 
@@ -47,6 +48,8 @@ def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable]) -
         for name, p in g.problems.items():
             ctx = StepContext(g, {name: _peek(sources[name], from_env, name)})
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
+
+            ctx.state = {n: q.state for n, q in g.problems.items()}
 
             def loss(sub: dict, name: str = name, ctx: StepContext = ctx) -> torch.Tensor:
                 return call_loss(ctx, name, {**params, **sub})[0]
@@ -104,12 +107,14 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     sources = {n: Source(n, p.data) for n, p in g.problems.items()}
     params = {n: p.params for n, p in g.problems.items()}
     opt_states = {n: p.optimizer.init(p.params) for n, p in g.problems.items()}
+    states = {n: p.state for n, p in g.problems.items() if p.state is not None}
     start, history, last_batch, stop = 0, {}, {}, {"best": None, "best_params": None, "bad": 0}
     if seed is not None:
         torch.manual_seed(seed)
     saved = ckpt.load(checkpoint_dir) if (resume and checkpoint_dir) else None
     if saved is not None:
         start, params, opt_states = saved["step"], saved["params"], saved["opt_states"]
+        states = saved["states"]
         history, last_batch, stop = saved["history"], saved["last_batch"], saved["stop"]
         for n, s in saved["sources"].items():
             sources[n].restore(s)
@@ -123,8 +128,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         names = g.updates_at(t)
         starts = tuple(n for n in names if g.starts_inner_loop(n, t))
         batches = draw(sources, g, names, env, t)
-        params, opt_states, last_batch, logs = run(names, starts, params, opt_states, batches,
-                                                   last_batch)
+        params, opt_states, states, last_batch, logs = run(names, starts, params, opt_states,
+                                                           states, batches, last_batch)
         if log_every and (t % log_every == 0 or t == steps):
             _record(history, writers, t, _scalars(logs))
         if validate is not None and validate_every and t % validate_every == 0:
@@ -132,14 +137,15 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
                 break
         if checkpoint_dir and checkpoint_every and t % checkpoint_every == 0:
             ckpt.save(checkpoint_dir, {"step": t, "params": params, "opt_states": opt_states,
+                                       "states": states,
                                        "history": history, "last_batch": last_batch, "stop": stop,
                                        "sources": {n: s.state() for n, s in sources.items()},
                                        "rng": ckpt.rng_state()})
     for w in writers:
         getattr(w, "close", lambda: None)()
     if roll_back and stop["best_params"] is not None:
-        return Result(stop["best_params"], opt_states, t, history, stop["best"])
-    return Result(params, opt_states, t, history)
+        return Result(stop["best_params"], opt_states, t, history, states, stop["best"])
+    return Result(params, opt_states, t, history, states)
 
 
 def _stepper(g: Graph, compile: bool) -> Callable:

@@ -12,24 +12,24 @@ from ._total_grad import StepContext, call_reset, total_grad, unrolled_update
 PyTree = Any
 
 
-def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, batches: dict,
-         last_batch: dict) -> tuple[dict, dict, dict, dict]:
+def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, states: dict,
+         batches: dict, last_batch: dict) -> tuple[dict, dict, dict, dict, dict]:
     """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
     inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
 
     ``batches[name]`` holds the batches each updating problem consumes now (``accumulate`` of
     them, or ``unroll_steps`` for an unrolled window); ``last_batch`` the latest batch of every
-    problem, read when lower problems' responses are evaluated. Returns new ``params``,
-    ``opt_states``, ``last_batch`` and per-problem logs (tensors: no host sync).
+    problem, read when lower problems' responses are evaluated; ``states`` the problems' buffers.
+    Returns new ``params``, ``opt_states``, ``states``, ``last_batch`` and per-problem logs
+    (tensors: no host sync).
     """
-    ctx = StepContext(graph, dict(last_batch))
+    ctx = StepContext(graph, dict(last_batch), dict(states))
     params, opt_states, logs = dict(params), dict(opt_states), {}
     for name in names:
         p = graph.problems[name]
         if p.unrolled:
             theta, state = unrolled_update(ctx, name, params, opt_states[name], batches[name])
-            value, metrics = None, {}
-            grads = None
+            value, metrics, grads = None, {}, None
         else:
             if p.reset is not None and name in starts:
                 params[name] = call_reset(p, params[name], params)
@@ -41,7 +41,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         logs[name] = _log(value, metrics, grads, ctx, name)
     for name, batch_list in batches.items():
         ctx.batch[name] = batch_list[-1]
-    return params, opt_states, ctx.batch, logs
+    return params, opt_states, ctx.state, ctx.batch, logs
 
 
 def _accumulated(ctx: StepContext, name: str, params: dict,
@@ -49,7 +49,9 @@ def _accumulated(ctx: StepContext, name: str, params: dict,
     total, value, metrics = None, 0.0, {}
     for b in batches:
         ctx.batch[name] = b
-        g, v, metrics = total_grad(ctx, name, (name,), params)
+        g, v, (metrics, new_state) = total_grad(ctx, name, (name,), params)
+        if new_state is not None:  # buffers advance with each batch of the problem's own update
+            ctx.state[name] = tree.map(torch.Tensor.detach, new_state)
         total = g[name] if total is None else tree.add(total, g[name])
         value = value + v.detach()
     n = len(batches)

@@ -43,27 +43,39 @@ class StepContext:
     windows, solver diagnostics per edge (tensors), and how deep in nested transforms we are."""
     graph: Graph
     batch: dict
+    state: dict = field(default_factory=dict)
     windows: dict = field(default_factory=dict)
     infos: dict = field(default_factory=dict)
     depth: int = 0
 
 
-def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict]:
-    """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics)``, checked."""
+def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
+    """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
+    (``new_state`` is None for problems without state)."""
     p = ctx.graph.problems[name]
-    out = p.loss(params[name], ctx.batch.get(name), **{r: params[r] for r in p.reads})
-    value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+    kw = {r: params[r] for r in p.reads}
+    if p.state is not None:
+        out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)
+        if not (isinstance(out, tuple) and len(out) == 3):
+            fail(API, f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
+                 type(out).__name__)
+        value, metrics, new_state = out
+    else:
+        out = p.loss(params[name], ctx.batch.get(name), **kw)
+        value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+        new_state = None
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
         got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
         fail(API, f"the loss of '{name}' must return a scalar float tensor or (scalar, metrics)",
              got, "Reduce it with .mean() / .sum().")
     if not isinstance(metrics, dict):
         fail(API, f"the loss of '{name}' returned metrics that are not a dict", type(metrics).__name__)
-    return value, metrics
+    return value, metrics, new_state
 
 
-def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[dict, Any, dict]:
-    """``({w: dL_name/dθ_w}, loss value, metrics)`` with the descendants at best response."""
+def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[dict, Any, tuple]:
+    """``({w: dL_name/dθ_w}, loss value, (metrics, new_state))`` with the descendants at their
+    best response."""
     g = ctx.graph
     below = [d for d in reversed(g.order) if d in g.descendants[name]]  # top-down
 
@@ -71,11 +83,11 @@ def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[d
         env = {**params, **variables}
         for d in below:
             env[d] = respond(ctx, name, d, env, params)
-        value, metrics = call_loss(ctx, name, env)
-        return value, (value, metrics)
+        value, metrics, new_state = call_loss(ctx, name, env)
+        return value, (value, metrics, () if new_state is None else new_state)  # aux: no None
 
-    grads, (value, metrics) = grad(composite, has_aux=True)({w: params[w] for w in wrt})
-    return grads, value, metrics
+    grads, (value, metrics, new_state) = grad(composite, has_aux=True)({w: params[w] for w in wrt})
+    return grads, value, (metrics, None if isinstance(new_state, tuple) and not new_state else new_state)
 
 
 @dataclass(eq=False)
@@ -112,6 +124,7 @@ class _Response(torch.autograd.Function):
         return (None, *tree.leaves({k: cot[k] for k in s.x_names}))
 
 
+@torch.compiler.disable
 def respond(ctx: StepContext, upper: str, name: str, env: dict, params: dict) -> PyTree:
     """``name``'s params as a differentiable function of all its ancestors' (values from ``env``)."""
     g = ctx.graph
