@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.func import grad, vjp
+from torch.func import grad, jvp, vjp
 
 from .. import hypergrad as hg
 from .. import optim, tree
@@ -47,6 +47,8 @@ class StepContext:
     windows: dict = field(default_factory=dict)
     infos: dict = field(default_factory=dict)
     depth: int = 0
+    moving: bool = False  # inside a finite difference: responses move to first order
+    base: dict = field(default_factory=dict)  # committed params: where responses' values hold
 
 
 def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
@@ -78,6 +80,8 @@ def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[d
     best response."""
     g = ctx.graph
     below = [d for d in reversed(g.order) if d in g.descendants[name]]  # top-down
+    if ctx.depth == 0:
+        ctx.base = params
 
     def composite(variables: dict) -> tuple[torch.Tensor, tuple]:
         env = {**params, **variables}
@@ -104,16 +108,17 @@ class _Spec:
 
 
 class _Response(torch.autograd.Function):
+    """Value: ``theta0 + shift`` (a first-order move, or zeros); VJP: the lower's method."""
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(spec: _Spec, *x_leaves: torch.Tensor) -> tuple:
-        return tuple(t.clone() for t in tree.leaves(spec.theta0))
+    def forward(spec: _Spec, n_x: int, *leaves: torch.Tensor) -> tuple:
+        return tuple(t + d for t, d in zip(tree.leaves(spec.theta0), leaves[n_x:]))
 
     @staticmethod
     def setup_context(fctx: Any, inputs: tuple, output: Any) -> None:
-        fctx.spec = inputs[0]
-        fctx.save_for_backward(*inputs[1:])
+        fctx.spec, fctx.n_x = inputs[0], inputs[1]
+        fctx.save_for_backward(*inputs[2:2 + inputs[1]])
 
     @staticmethod
     def backward(fctx: Any, *v_leaves: torch.Tensor) -> tuple:
@@ -121,18 +126,44 @@ class _Response(torch.autograd.Function):
         x = tree.unflatten(s.x_def, list(fctx.saved_tensors))
         v = tree.unflatten(tree.structure(s.theta0), list(v_leaves))
         cot = _pull_back(s, x, v)
-        return (None, *tree.leaves({k: cot[k] for k in s.x_names}))
+        return (None, None, *tree.leaves({k: cot[k] for k in s.x_names}),
+                *([None] * len(v_leaves)))
 
 
-@torch.compiler.disable
+@torch.compiler.disable  # traced by dynamo, this Function's backward came out wrong (see README)
 def respond(ctx: StepContext, upper: str, name: str, env: dict, params: dict) -> PyTree:
-    """``name``'s params as a differentiable function of all its ancestors' (values from ``env``)."""
+    r"""``name``'s params as a differentiable function of all its ancestors' (values from ``env``).
+
+    The value is the current params; inside a finite difference (``ctx.moving``) it moves to first
+    order with its ancestors, :math:`\theta_0 + J\,(x - x_0)`, so the differences see the lower
+    problems respond. The derivative is always the method's VJP (the shift is not differentiated).
+    """
     g = ctx.graph
     x_names = tuple(a for a in g.order if a in g.ancestors[name])
     x = {a: env[a] for a in x_names}
     spec = _Spec(ctx, upper, name, params, x_names, tree.structure(x), params[name], ctx.depth > 0)
-    out = _Response.apply(spec, *tree.leaves(x))
+    shift = _shift(spec, x) if ctx.moving else tree.zeros_like(params[name])
+    out = _Response.apply(spec, len(tree.leaves(x)), *tree.leaves(x), *tree.leaves(shift))
     return tree.unflatten(tree.structure(params[name]), list(out))
+
+
+def _shift(s: _Spec, x: dict) -> PyTree:
+    r"""First-order move of the response: :math:`-(\partial_\theta g)^{-1}(\partial_x g)(x - x_0)`
+    with the lower's own solver (an unrolled lower re-runs its window at ``x``)."""
+    x0 = {a: s.ctx.base[a] for a in x}
+    method = s.ctx.graph.problems[s.name].method_for(s.upper)
+    moving, s.ctx.moving = s.ctx.moving, False
+    try:
+        if isinstance(method, hg.Unrolled):
+            w = s.ctx.windows[s.name]
+            moved = run_window(s.ctx, s.name, w.theta0, w.state0, w.batches, x, s.params)[0]
+            return tree.sub(moved, s.theta0)
+        g = _Grad(s.ctx, s.name, s.params, True)
+        _, u = jvp(lambda xx: g(s.theta0, xx), (x0,), (tree.sub(x, x0),))
+        matvec = lambda v: jvp(lambda th: g(th, x0), (s.theta0,), (v,))[1]  # noqa: E731
+        return method.solve(matvec, tree.neg(u))
+    finally:
+        s.ctx.moving = moving
 
 
 class _Grad:
@@ -144,12 +175,15 @@ class _Grad:
         self.key = getattr(loss, "__func__", loss)
 
     def __call__(self, theta: PyTree, x: dict) -> Any:
-        self.ctx.depth += 1
+        """``own``: the optimality map at a base point; else ∇x, used by finite differences at
+        perturbed θ_D, so D's own lowers move with it (``ctx.moving``)."""
+        depth, moving = self.ctx.depth, self.ctx.moving
+        self.ctx.depth, self.ctx.moving = depth + 1, (not self.own)
         try:
             wrt = (self.name,) if self.own else tuple(x)
             grads = total_grad(self.ctx, self.name, wrt, {**self.params, **x, self.name: theta})[0]
         finally:
-            self.ctx.depth -= 1
+            self.ctx.depth, self.ctx.moving = depth, moving
         return grads[self.name] if self.own else grads
 
 
@@ -203,6 +237,7 @@ def unrolled_update(ctx: StepContext, name: str, params: dict, state: PyTree,
         theta, new_state = run_window(ctx, name, theta0, state, batches, xx, params)
         return theta, tree.leaves(new_state)  # aux must be tensors (a state may hold None)
 
+    ctx.base = params
     theta, pullback, leaves = vjp(window, x, has_aux=True)
     ctx.windows[name] = Window(theta0, state, batches, pullback)
     return theta, tree.unflatten(tree.structure(state), leaves)
