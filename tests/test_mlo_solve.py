@@ -117,8 +117,9 @@ def test_tensorboard_event_files_have_the_expected_tags(tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"lower/loss", "lower/grad_norm", "upper/loss", "upper/grad_norm",
-            "upper/residual/lower", "validation/val"} <= tags
+    assert {"lower/loss", "lower/grad_norm", "lower/lr", "upper/loss", "upper/grad_norm",
+            "upper/lr", "upper/residual/lower", "validation/val"} <= tags
+    assert [e.value for e in acc.Scalars("upper/lr")] == pytest.approx([0.01, 0.01])
     assert [e.step for e in acc.Scalars("upper/loss")] == [2, 4]
 
 

@@ -99,6 +99,18 @@ def test_schedule_values():
     assert float(optim.constant(0.3)(torch.tensor(7.0))) == pytest.approx(0.3)
 
 
+def test_learning_rate_reports_the_rate_of_the_next_update():
+    opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(optim.multistep(0.1, [2], 0.5)))
+    p = {"w": torch.ones(2, dtype=F64)}
+    s, rates = opt.init(p), []
+    for _ in range(4):
+        rates.append(float(opt.learning_rate(s)))
+        p, s = optim.step(opt, p, {"w": torch.ones(2, dtype=F64)}, s)
+    assert rates == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert optim.clip_by_global_norm(1.0).learning_rate is None
+    assert float(optim.adamw(3e-4).learning_rate(optim.adamw(3e-4).init(p))) == pytest.approx(3e-4)
+
+
 def test_clip_by_global_norm_matches_torch():
     params, data = setup()
     opt = optim.chain(optim.clip_by_global_norm(0.05), optim.sgd(0.1, momentum=0.9))

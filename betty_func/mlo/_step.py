@@ -37,8 +37,10 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
             if p.project is not None:
                 theta = p.project(theta)
-        params[name], opt_states[name] = theta, state
         logs[name] = _log(value, metrics, grads, ctx, name)
+        if p.optimizer.learning_rate is not None:  # the rate this update used
+            logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
+        params[name], opt_states[name] = theta, state
     for name, batch_list in batches.items():
         ctx.batch[name] = batch_list[-1]
     return params, opt_states, ctx.state, ctx.batch, logs

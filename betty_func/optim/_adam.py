@@ -8,7 +8,7 @@ import torch
 from .. import tree
 from .._errors import fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
-                    scalar_dtype)
+                    rate_of, scalar_dtype)
 
 
 class AdamState(NamedTuple):
@@ -56,7 +56,7 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
             updates = tree.axpy(-rate * weight_decay, params, updates)
         return updates, AdamState(state.count + 1, mu, nu, nu_max)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, rate_of(lr))
 
 
 def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

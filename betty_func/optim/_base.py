@@ -6,7 +6,7 @@ differentiates straight through a sequence of updates (unrolled hypergradients r
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import torch
 
@@ -23,9 +23,11 @@ class Optimizer(NamedTuple):
 
     init(params) -> state
     update(grads, state, params) -> (updates, new_state)
+    learning_rate(state) -> the rate the next update will use (None for plain transformations)
     """
     init: Callable[[PyTree], PyTree]
     update: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
+    learning_rate: Optional[Callable[[PyTree], Any]] = None
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
@@ -51,7 +53,12 @@ def chain(*transforms: Optimizer) -> Optimizer:
             new_state.append(s)
         return grads, tuple(new_state)
 
-    return Optimizer(init, update)
+    with_rate = [(i, t) for i, t in enumerate(transforms) if t.learning_rate is not None]
+    rate = None
+    if with_rate:
+        i, t = with_rate[-1]
+        rate = lambda state: t.learning_rate(state[i])  # noqa: E731
+    return Optimizer(init, update, rate)
 
 
 def count_init() -> torch.Tensor:
@@ -70,6 +77,11 @@ def lr_at(lr: LearningRate, count: torch.Tensor, dtype: torch.dtype) -> Any:
     if callable(lr):
         return lr(count.to(dtype))
     return lr
+
+
+def rate_of(lr: LearningRate) -> Callable[[Any], torch.Tensor]:
+    """``state -> current learning rate`` (a tensor) for optimizers whose state has ``count``."""
+    return lambda state: torch.as_tensor(lr_at(lr, state.count, torch.float64))
 
 
 def check_lr(api: str, lr: LearningRate) -> None:

@@ -8,7 +8,7 @@ import torch
 from .. import tree
 from .._errors import fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
-                    scalar_dtype)
+                    rate_of, scalar_dtype)
 
 
 class SgdState(NamedTuple):
@@ -62,4 +62,4 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
         rate = lr_at(lr, state.count, scalar_dtype(grads))
         return tree.scale(-rate, grads), SgdState(state.count + 1, buf)
 
-    return Optimizer(init, update)
+    return Optimizer(init, update, rate_of(lr))
