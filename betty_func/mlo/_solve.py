@@ -16,7 +16,7 @@ from ._data import Source, draw
 from ._graph import API, Graph, build
 from ._problem import Problem
 from ._step import step as pure_step
-from ._total_grad import StepContext, call_loss
+from ._context import StepContext, call_loss
 
 
 @dataclass

@@ -7,7 +7,9 @@ import torch
 
 from .. import optim, tree
 from ._graph import Graph
-from ._total_grad import StepContext, call_reset, total_grad, unrolled_update
+from . import _window
+from ._context import StepContext, call_reset
+from ._total_grad import total_grad
 
 PyTree = Any
 
@@ -28,7 +30,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     for name in names:
         p = graph.problems[name]
         if p.unrolled:
-            theta, state = unrolled_update(ctx, name, params, opt_states[name], batches[name])
+            theta, state = _window.update(ctx, name, params, opt_states[name], batches[name])
             value, metrics, grads = None, {}, None
         else:
             if p.reset is not None and name in starts:

@@ -8,71 +8,23 @@ each descendant D replaced by its *response* :math:`\theta_D(\theta_{anc(D)})`, 
   :math:`g_D(\theta_D, x) =` ``total_grad(D, [D])`` — the same construction one level down, so the
   level above differentiates through the lowers' responses (CG or Neumann on middle levels too)
   and the derivative is exact wherever the solves are; autograd sums every path through the DAG.
-* unrolled: D's ``unroll_steps`` updates ran once this step, as a window inside ``vjp``; the
-  response's VJP is that pullback. Inside another level's transform (nested) the window is
-  recomputed so that it can be differentiated again.
+* unrolled: D's ``unroll_steps`` updates ran once this step, as a window inside ``vjp``
+  (``_window.py``); the response's VJP is that pullback.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import grad, jvp
 
 from .. import hypergrad as hg
-from .. import optim, tree
-from .._errors import fail
-from ._graph import API, Graph
+from .. import tree
+from . import _window
+from ._context import StepContext, call_loss
 
 PyTree = Any
-
-
-@dataclass
-class Window:
-    """An unrolled problem's window run this step: its start, batches and pullback."""
-    theta0: PyTree
-    state0: PyTree
-    batches: list
-    pullback: Callable
-
-
-@dataclass
-class StepContext:
-    """What one global step shares: the graph, each problem's current batch, this step's unrolled
-    windows, solver diagnostics per edge (tensors), and how deep in nested transforms we are."""
-    graph: Graph
-    batch: dict
-    state: dict = field(default_factory=dict)
-    windows: dict = field(default_factory=dict)
-    infos: dict = field(default_factory=dict)
-    depth: int = 0
-    moving: bool = False  # inside a finite difference: responses move to first order
-    base: dict = field(default_factory=dict)  # committed params: where responses' values hold
-
-
-def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
-    """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
-    (``new_state`` is None for problems without state)."""
-    p = ctx.graph.problems[name]
-    kw = {r: params[r] for r in p.reads}
-    if p.state is not None:
-        out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)
-        if not (isinstance(out, tuple) and len(out) == 3):
-            fail(API, f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
-                 type(out).__name__)
-        value, metrics, new_state = out
-    else:
-        out = p.loss(params[name], ctx.batch.get(name), **kw)
-        value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
-        new_state = None
-    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
-        fail(API, f"the loss of '{name}' must return a scalar float tensor or (scalar, metrics)",
-             got, "Reduce it with .mean() / .sum().")
-    if not isinstance(metrics, dict):
-        fail(API, f"the loss of '{name}' returned metrics that are not a dict", type(metrics).__name__)
-    return value, metrics, new_state
 
 
 def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[dict, Any, tuple]:
@@ -91,7 +43,8 @@ def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[d
         return value, (value, metrics, () if new_state is None else new_state)  # aux: no None
 
     grads, (value, metrics, new_state) = grad(composite, has_aux=True)({w: params[w] for w in wrt})
-    return grads, value, (metrics, None if isinstance(new_state, tuple) and not new_state else new_state)
+    no_state = isinstance(new_state, tuple) and not new_state
+    return grads, value, (metrics, None if no_state else new_state)
 
 
 @dataclass(eq=False)
@@ -113,7 +66,10 @@ class _Response(torch.autograd.Function):
 
     @staticmethod
     def forward(spec: _Spec, n_x: int, *leaves: torch.Tensor) -> tuple:
-        return tuple(t + d for t, d in zip(tree.leaves(spec.theta0), leaves[n_x:]))
+        theta0 = tree.leaves(spec.theta0)
+        if len(leaves) == n_x:  # no shift
+            return tuple(t.clone() for t in theta0)
+        return tuple(t + d for t, d in zip(theta0, leaves[n_x:]))
 
     @staticmethod
     def setup_context(fctx: Any, inputs: tuple, output: Any) -> None:
@@ -142,8 +98,8 @@ def respond(ctx: StepContext, upper: str, name: str, env: dict, params: dict) ->
     x_names = tuple(a for a in g.order if a in g.ancestors[name])
     x = {a: env[a] for a in x_names}
     spec = _Spec(ctx, upper, name, params, x_names, tree.structure(x), params[name], ctx.depth > 0)
-    shift = _shift(spec, x) if ctx.moving else tree.zeros_like(params[name])
-    out = _Response.apply(spec, len(tree.leaves(x)), *tree.leaves(x), *tree.leaves(shift))
+    shift = tree.leaves(_shift(spec, x)) if ctx.moving else []
+    out = _Response.apply(spec, len(tree.leaves(x)), *tree.leaves(x), *shift)
     return tree.unflatten(tree.structure(params[name]), list(out))
 
 
@@ -156,7 +112,7 @@ def _shift(s: _Spec, x: dict) -> PyTree:
     try:
         if isinstance(method, hg.Unrolled):
             w = s.ctx.windows[s.name]
-            moved = run_window(s.ctx, s.name, w.theta0, w.state0, w.batches, x, s.params)[0]
+            moved = _window.run(s.ctx, s.name, w.theta0, w.state0, w.batches, x, s.params)[0]
             return tree.sub(moved, s.theta0)
         g = _Grad(s.ctx, s.name, s.params, True)
         _, u = jvp(lambda xx: g(s.theta0, xx), (x0,), (tree.sub(x, x0),))
@@ -191,7 +147,7 @@ def _pull_back(s: _Spec, x: dict, v: PyTree) -> dict:
     p = s.ctx.graph.problems[s.name]
     method = p.method_for(s.upper)
     if isinstance(method, hg.Unrolled):
-        return _window_vjp(s, x, v)
+        return _window.vjp_through(s.ctx, s.name, x, v, s.params, s.nested)
     info_wanted = not s.nested and getattr(method.solve, "tracks_residual", False)
     back, info = method.response_vjp(_Grad(s.ctx, s.name, s.params, True),
                                      _Grad(s.ctx, s.name, s.params, False),
@@ -199,56 +155,3 @@ def _pull_back(s: _Spec, x: dict, v: PyTree) -> dict:
     if info is not None:
         s.ctx.infos[(s.upper, s.name)] = info
     return back
-
-
-def run_window(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list,
-               x: dict, params: dict) -> tuple[PyTree, PyTree]:
-    """``len(batches)`` differentiable updates of ``name`` (reset first, project after each)."""
-    p = ctx.graph.problems[name]
-    merged = {**params, **x}
-    if p.reset is not None:
-        theta = call_reset(p, theta, merged)
-    ctx.depth += 1
-    try:
-        for b in batches:
-            ctx.batch[name] = b
-            g = total_grad(ctx, name, (name,), {**merged, name: theta})[0][name]
-            theta, state = optim.step(p.optimizer, theta, g, state)
-            if p.project is not None:
-                theta = p.project(theta)
-    finally:
-        ctx.depth -= 1
-    return theta, state
-
-
-def call_reset(p: Any, theta: PyTree, params: dict) -> PyTree:
-    """``p.reset(theta, **reads)``: the start of an inner loop (MAML: the meta-parameters)."""
-    return p.reset(theta, **{k: params[k] for k in p.reset_reads})
-
-
-def unrolled_update(ctx: StepContext, name: str, params: dict, state: PyTree,
-                    batches: list) -> tuple[PyTree, PyTree]:
-    """Run ``name``'s window once inside ``vjp`` over all its ancestors; keep the pullback."""
-    g = ctx.graph
-    x = {a: params[a] for a in g.order if a in g.ancestors[name]}
-    theta0 = params[name]
-
-    def window(xx: dict) -> tuple[PyTree, list]:
-        theta, new_state = run_window(ctx, name, theta0, state, batches, xx, params)
-        return theta, tree.leaves(new_state)  # aux must be tensors (a state may hold None)
-
-    ctx.base = params
-    theta, pullback, leaves = vjp(window, x, has_aux=True)
-    ctx.windows[name] = Window(theta0, state, batches, pullback)
-    return theta, tree.unflatten(tree.structure(state), leaves)
-
-
-def _window_vjp(s: _Spec, x: dict, v: PyTree) -> dict:
-    w = s.ctx.windows.get(s.name)
-    if w is None:
-        fail(API, f"no unrolled window of '{s.name}' ran in this step", None,
-             "An unrolled problem's uppers update only when its window closes (internal error).")
-    if not s.nested:
-        return w.pullback(v)[0]
-    fn = lambda xx: run_window(s.ctx, s.name, w.theta0, w.state0, w.batches, xx, s.params)[0]  # noqa
-    return vjp(fn, x)[1](v)[0]

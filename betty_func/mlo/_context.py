@@ -1,0 +1,64 @@
+"""What one global step shares while problems update: batches, buffers, windows, diagnostics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from .._errors import fail
+from ._graph import API, Graph
+
+PyTree = Any
+
+
+@dataclass
+class Window:
+    """An unrolled problem's window run this step: its start, batches and pullback."""
+    theta0: PyTree
+    state0: PyTree
+    batches: list
+    pullback: Callable
+
+
+@dataclass
+class StepContext:
+    """What one global step shares: the graph, each problem's current batch, this step's unrolled
+    windows, solver diagnostics per edge (tensors), and how deep in nested transforms we are."""
+    graph: Graph
+    batch: dict
+    state: dict = field(default_factory=dict)
+    windows: dict = field(default_factory=dict)
+    infos: dict = field(default_factory=dict)
+    depth: int = 0
+    moving: bool = False  # inside a finite difference: responses move to first order
+    base: dict = field(default_factory=dict)  # committed params: where responses' values hold
+
+
+def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
+    """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
+    (``new_state`` is None for problems without state)."""
+    p = ctx.graph.problems[name]
+    kw = {r: params[r] for r in p.reads}
+    if p.state is not None:
+        out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)
+        if not (isinstance(out, tuple) and len(out) == 3):
+            fail(API, f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
+                 type(out).__name__)
+        value, metrics, new_state = out
+    else:
+        out = p.loss(params[name], ctx.batch.get(name), **kw)
+        value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+        new_state = None
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        fail(API, f"the loss of '{name}' must return a scalar float tensor or (scalar, metrics)",
+             got, "Reduce it with .mean() / .sum().")
+    if not isinstance(metrics, dict):
+        fail(API, f"the loss of '{name}' returned metrics that are not a dict", type(metrics).__name__)
+    return value, metrics, new_state
+
+
+def call_reset(p: Any, theta: PyTree, params: dict) -> PyTree:
+    """``p.reset(theta, **reads)``: the start of an inner loop (MAML: the meta-parameters)."""
+    return p.reset(theta, **{k: params[k] for k in p.reset_reads})
