@@ -22,6 +22,18 @@ def test_example_quick(script, tmp_path):
     assert "| learned per-pixel decay |" in proc.stdout
 
 
+def test_data_reweighting_quick(tmp_path):
+    out = tmp_path / "mwn.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "data_reweighting.py"), "--quick",
+                           "--json", str(out), "--logdir", str(tmp_path / "tb")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads(out.read_text())["results"]
+    assert set(table) == {"baseline", "darts", "cg", "neumann"}
+    assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
+    assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
+
+
 def test_bundled_data_and_missing_path(tmp_path):
     from betty_func.data import mnist10k
     X, y = mnist10k()

@@ -34,13 +34,14 @@ def reverse_over_reverse(grad_fn: GradFn, x: PyTree) -> MatVec:
         >>> hvp(torch.ones(2)).tolist()
         [6.0, 6.0]
     """
-    cache: dict[str, Callable] = {}
+    cache: dict[str, Any] = {}
 
     def matvec(v: PyTree) -> PyTree:
         if "vjp" not in cache:
-            cache["vjp"] = vjp(grad_fn, x)[1]
+            cache["grad"], cache["vjp"] = vjp(grad_fn, x)
         return cache["vjp"](v)[0]
 
+    matvec.gradient = lambda: cache.get("grad")  # ∇f(x), free once linearized (else None)
     return matvec
 
 

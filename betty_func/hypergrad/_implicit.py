@@ -61,7 +61,9 @@ class Implicit:
         info = None
         if with_info:
             p, s = self.solve.with_info(matvec, v, init)
-            info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(grad_theta(theta, lam)), p)
+            g = getattr(matvec, "gradient", lambda: None)()  # free after a reverse linearization
+            g = grad_theta(theta, lam) if g is None else g
+            info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(g), p)
         else:
             p = self.solve(matvec, v, init)
         return tree.neg(self.mixed(grad_theta, grad_lam, theta, lam, p)), info
