@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=["baseline", "darts", "cg", "neumann"],
                     choices=["baseline", *METHODS])
-    ap.add_argument("--steps", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.1, help="classifier SGD rate (MultiStepLR)")
     ap.add_argument("--meta-lr", type=float, default=1e-3, help="reweighting net Adam rate")

@@ -34,6 +34,17 @@ def test_data_reweighting_quick(tmp_path):
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
 
 
+def test_hpo_weight_decay_quick(tmp_path):
+    out = tmp_path / "hpo.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "hpo_weight_decay.py"), "--quick",
+                           "--json", str(out), "--logdir", ""],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]["learned per-parameter decay (cg)"]
+    assert rows[0]["decay_min"] >= 0.0  # projected onto decay >= 0
+    assert abs(rows[0]["decay_mean"] - 5e-4) > 1e-6  # and they moved from the initial 5e-4
+
+
 def test_bundled_data_and_missing_path(tmp_path):
     from betty_func.data import mnist10k
     X, y = mnist10k()

@@ -29,7 +29,7 @@ class StepContext:
     batch: dict
     state: dict = field(default_factory=dict)
     windows: dict = field(default_factory=dict)
-    infos: dict = field(default_factory=dict)
+    infos: dict = field(default_factory=dict)  # (upper, lower) -> CG residual norm (detached)
     depth: int = 0
     moving: bool = False  # inside a finite difference: responses move to first order
     base: dict = field(default_factory=dict)  # committed params: where responses' values hold

@@ -93,7 +93,8 @@ class Problem:
                                                or m.optimizer is not self.optimizer):
                 fail(api, "an unrolled method must unroll this problem's own updates: `steps` must "
                      "equal `unroll_steps` and `optimizer` must be this problem's optimizer",
-                     f"steps={m.steps}, unroll_steps={self.unroll_steps}",
+                     f"steps={m.steps}, unroll_steps={self.unroll_steps}, same optimizer object: "
+                     f"{m.optimizer is self.optimizer}",
                      "Build it as hypergrad.unrolled(problem_unroll_steps, problem_optimizer).")
 
     def method_for(self, upper: str) -> Method:

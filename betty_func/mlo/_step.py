@@ -69,7 +69,7 @@ def _log(value: Any, metrics: dict, grads: Any, ctx: StepContext, name: str) -> 
     out.update({k: torch.as_tensor(v).detach() for k, v in metrics.items()})
     if grads is not None:
         out["grad_norm"] = tree.norm(grads).detach()
-    for (upper, lower), info in ctx.infos.items():
+    for (upper, lower), residual in ctx.infos.items():
         if upper == name:
-            out[f"residual/{lower}"] = info.residual_norm.detach()
+            out[f"residual/{lower}"] = residual
     return out
