@@ -11,6 +11,10 @@ Data: the bundled 10k MNIST digits, split into a long-tailed train set (imbalanc
 common class has ~100x the examples of the rarest, class order shuffled), a balanced meta set
 (10 per class) and a balanced held-out test set (200 per class).
 
+Measured (3 seeds, 800 steps, 207 s on 2 CPU cores): test accuracy 77.17 ± 2.35 % for the baseline,
+77.53 / 77.80 / 77.73 % with darts / cg / neumann; paired per seed, reweighting with cg gains
++0.00 / +0.65 / +1.25 points — not the tutorial's margin on this small split (see the README).
+
 Run:  python examples/data_reweighting.py            (3 seeds, baseline + darts/cg/neumann)
       python examples/data_reweighting.py --quick    (seconds; the smoke test)
 """
