@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from torch.func import vjp
 
 from .. import tree
 from .._errors import fail
@@ -55,6 +56,5 @@ def depends(api: str, name: str, loss: Loss, argname: str) -> Loss:
 def value_depending(api: str, name: str, loss: Loss, x: Any, *rest: Any) -> torch.Tensor:
     """``loss(x, *rest)``, evaluated inside a ``vjp`` over ``x`` alone so that a loss ignoring
     ``x`` raises even when outer transforms track ``rest``. The pullback is never built."""
-    from torch.func import vjp
     return vjp(lambda t: depends(api, name, loss, "inner_params")(t, *rest), x)[0]
 
