@@ -45,6 +45,17 @@ def test_hpo_weight_decay_quick(tmp_path):
     assert abs(rows[0]["decay_mean"] - 5e-4) > 1e-6  # and they moved from the initial 5e-4
 
 
+def test_maml_quick(tmp_path):
+    out = tmp_path / "maml.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "maml.py"), "--quick",
+                           "--json", str(out), "--logdir", ""],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert {r["method"] for r in rows} == {"maml", "fomaml", "imaml"}
+    assert all(0.0 < r["acc"] <= 1.0 and r["ci95"] > 0 for r in rows)
+
+
 def test_bundled_data_and_missing_path(tmp_path):
     from betty_func.data import mnist10k
     X, y = mnist10k()
