@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.func import grad
 
-from betty_func import optim, tree
+from betty_func import optim
 
 F64 = torch.float64
 STEPS = 50

@@ -38,6 +38,14 @@ def ensure(api: str, ok: bool, what: str, fix: str) -> None:
         fail(api, what, None, fix)
 
 
+def ensure_coupled(api: str, grad: Any, taken_in: str, depends_on: str, part: str) -> None:
+    """Raise unless ``grad`` (the inner loss's gradient in ``taken_in``) is tracked by the
+    transform over ``depends_on``: otherwise ``part`` of the hypergradient is a silent zero."""
+    ensure(api, tracks(grad), f"the gradient of `inner_loss` in `{taken_in}` does not depend on "
+           f"`{depends_on}`, so {part} would be a silent zero",
+           "The inner loss must couple inner and outer params (check argument order).")
+
+
 def _quote(s: str) -> str:
     return s if " " in s else f"`{s}`"
 

@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 from torch.func import vjp
 
-from ._checks import ensure, tracks
+from ._checks import ensure_coupled
 
 PyTree = Any
 GradFn = Callable[[PyTree, PyTree], PyTree]
@@ -31,9 +31,7 @@ def exact_mixed() -> Callable[..., PyTree]:
     def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree, p: PyTree) -> PyTree:
         def g(l: PyTree) -> PyTree:
             out = grad_theta(theta, l)
-            ensure(API, tracks(out), "the gradient of `inner_loss` in `inner_params` does not depend "
-                   "on `outer_params`, so the hypergradient's implicit part would be a silent zero",
-                   "Make the inner loss use the outer params (check argument order).")
+            ensure_coupled(API, out, "inner_params", "outer_params", "the implicit part")
             return out
         return vjp(g, lam)[1](p)[0]
 

@@ -9,7 +9,7 @@ from torch.func import vjp, vmap
 
 from .. import tree
 from .._errors import check_positive
-from ._checks import ensure, tracks
+from ._checks import ensure_coupled
 
 PyTree = Any
 
@@ -23,9 +23,7 @@ def _check_coupling(api: str, grad_lam: Callable, theta: PyTree, lam: PyTree) ->
     ignores θ, or one of the form f(θ) + g(λ)). One ``vjp`` probe over θ; RNG left untouched."""
     def probe(th: PyTree) -> PyTree:
         out = grad_lam(th, lam)
-        ensure(api, tracks(out), "the gradient of `inner_loss` in `outer_params` does not depend "
-               "on `inner_params`, so the finite-difference mixed term would be a silent zero",
-               "The inner loss must couple inner and outer params (check argument order).")
+        ensure_coupled(api, out, "outer_params", "inner_params", "the finite-difference mixed term")
         return out
     with torch.random.fork_rng(devices=_devices(theta)):
         vjp(probe, theta)

@@ -9,7 +9,7 @@ from torch.func import grad, vjp
 from .. import optim as _optim
 from .. import tree
 from .._errors import check_nonneg_int, fail
-from ._checks import depends, ensure, tracks, value_depending
+from ._checks import depends, ensure_coupled, value_depending
 from ._method import HypergradInfo, Loss, outer_grads
 
 PyTree = Any
@@ -84,9 +84,7 @@ def _stepper(api: str, opt: _optim.Optimizer, inner_loss: Loss, lam: PyTree,
     def step(theta: PyTree, state: PyTree, check: bool = False) -> tuple[PyTree, PyTree]:
         g = grad(loss)(theta, lam, *args)
         if check:  # at θ0 (independent of λ) the gradient must depend on λ, or dF/dλ is silently 0
-            ensure(api, tracks(g), "the gradient of `inner_loss` in `inner_params` does not depend "
-                   "on `outer_params`, so the unrolled hypergradient would be a silent zero",
-                   "Make the inner loss use the outer params (check argument order).")
+            ensure_coupled(api, g, "inner_params", "outer_params", "the unrolled hypergradient")
         return _optim.step(opt, theta, g, state)
 
     return step
