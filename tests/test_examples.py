@@ -9,49 +9,39 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["hpo_logreg.py"])
-def test_example_quick(script, tmp_path):
+def run_quick(script: str, tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    """Run ``examples/<script> --quick --json ...``; return its results table and stdout."""
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--quick",
+                           "--json", str(out), *extra], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = json.loads(out.read_text())["results"]
+    return json.loads(out.read_text())["results"], proc.stdout
+
+
+def test_hpo_logreg_quick(tmp_path):
+    table, stdout = run_quick("hpo_logreg.py", tmp_path)
     assert set(table) == {"grid-searched single decay", "learned single decay", "learned per-pixel decay"}
     for rows in table.values():
         assert all(0.5 < r["test_acc"] <= 1.0 for r in rows)
-    assert "| learned per-pixel decay |" in proc.stdout
+    assert "| learned per-pixel decay |" in stdout
 
 
 def test_data_reweighting_quick(tmp_path):
-    out = tmp_path / "mwn.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "data_reweighting.py"), "--quick",
-                           "--json", str(out), "--logdir", str(tmp_path / "tb")],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    table = json.loads(out.read_text())["results"]
+    table, _ = run_quick("data_reweighting.py", tmp_path, "--logdir", str(tmp_path / "tb"))
     assert set(table) == {"baseline", "darts", "cg", "neumann"}
     assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
 
 
 def test_hpo_weight_decay_quick(tmp_path):
-    out = tmp_path / "hpo.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "hpo_weight_decay.py"), "--quick",
-                           "--json", str(out), "--logdir", ""],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())["results"]["learned per-parameter decay (cg)"]
+    table, _ = run_quick("hpo_weight_decay.py", tmp_path, "--logdir", "")
+    rows = table["learned per-parameter decay (cg)"]
     assert rows[0]["decay_min"] >= 0.0  # projected onto decay >= 0
     assert abs(rows[0]["decay_mean"] - 5e-4) > 1e-6  # and they moved from the initial 5e-4
 
 
 def test_maml_quick(tmp_path):
-    out = tmp_path / "maml.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "maml.py"), "--quick",
-                           "--json", str(out), "--logdir", ""],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())["results"]
+    rows, _ = run_quick("maml.py", tmp_path, "--logdir", "")
     assert {r["method"] for r in rows} == {"maml", "fomaml", "imaml"}
     assert all(0.0 < r["acc"] <= 1.0 and r["ci95"] > 0 for r in rows)
 

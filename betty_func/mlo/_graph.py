@@ -20,6 +20,10 @@ class Graph:
     order: tuple              # bottom-up: every problem after all its lowers
     period: dict              # name -> global steps between two updates (a window for unrolled)
 
+    def ancestors_in_order(self, name: str) -> tuple:
+        """``name``'s ancestors, bottom-up (the order a response's inputs are flattened in)."""
+        return tuple(a for a in self.order if a in self.ancestors[name])
+
     def every(self, name: str) -> int:
         """Global steps between two updates; an unrolled problem runs its ``unroll_steps``
         updates together, as one differentiable window, every ``period * unroll_steps`` steps."""

@@ -83,9 +83,13 @@ class Problem:
         object.__setattr__(self, "reset_reads", _keyword_reads(api, self.reset, positional=1)
                            if self.reset is not None else ())
 
+    def _methods(self) -> list:
+        """The configured methods: the one method, or each per-edge one."""
+        h = self.hypergrad
+        return list(h.values()) if isinstance(h, Mapping) else [h]
+
     def _check_methods(self, api: str) -> None:
-        methods = self.hypergrad.values() if isinstance(self.hypergrad, Mapping) else [self.hypergrad]
-        for m in methods:
+        for m in self._methods():
             if m is not None and not isinstance(m, (hg.Implicit, hg.Unrolled)):
                 fail(api, "`hypergrad` must be a hypergradient method or {upper: method}",
                      type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts().")
@@ -104,8 +108,7 @@ class Problem:
 
     @property
     def unrolled(self) -> bool:
-        methods = self.hypergrad.values() if isinstance(self.hypergrad, Mapping) else [self.hypergrad]
-        return any(isinstance(m, hg.Unrolled) for m in methods)
+        return any(isinstance(m, hg.Unrolled) for m in self._methods())
 
 
 _DEFAULT = hg.cg(maxiter=10)

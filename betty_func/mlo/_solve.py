@@ -12,11 +12,11 @@ from .._errors import check_nonneg_int, fail
 from ..hypergrad._checks import depends
 from ..logging import Console, Progress, TensorBoard
 from . import _checkpoint as ckpt
+from ._context import StepContext, call_loss
 from ._data import Source, draw
 from ._graph import API, Graph, build
 from ._problem import Problem
 from ._step import step as pure_step
-from ._context import StepContext, call_loss
 
 
 @dataclass
@@ -43,19 +43,18 @@ def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable]) -
     """Before any update: every loss returns a scalar (or (scalar, metrics)) and depends on its
     own params or on a problem below it — else its update would be a silent zero. Batches are
     peeked without moving any data position or RNG."""
+    states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
         from_env = env(1) if env is not None else {}
         for name, p in g.problems.items():
-            ctx = StepContext(g, {name: _peek(sources[name], from_env, name)})
+            ctx = StepContext(g, {name: _peek(sources[name], from_env, name)}, states)
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
-
-            ctx.state = {n: q.state for n, q in g.problems.items()}
 
             def loss(sub: dict, name: str = name, ctx: StepContext = ctx) -> torch.Tensor:
                 return call_loss(ctx, name, {**params, **sub})[0]
             what = "its params" + (" or any problem below it" if len(own) > 1 else "")
-            torch.func.grad(depends(API, f"the loss of '{name}'", lambda sub, _: loss(sub), what))(
-                {n: params[n] for n in own}, None)
+            torch.func.grad(depends(API, f"the loss of '{name}'", loss, what))(
+                {n: params[n] for n in own})
 
 
 def _peek(src: Source, from_env: dict, name: str) -> Any:
@@ -121,7 +120,7 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         ckpt.set_rng_state(saved["rng"])
     else:
         _preflight(g, params, sources, env)
-    writers = _writers(g, steps, start, logdir, progress, console)
+    writers = _writers(steps, start, logdir, progress, console)
     run = _stepper(g, compile)
     t = start
     for t in range(start + 1, steps + 1):
@@ -160,8 +159,7 @@ def _stepper(g: Graph, compile: bool) -> Callable:
     return run
 
 
-def _writers(g: Graph, steps: int, start: int, logdir: Optional[str], progress: bool,
-             console: bool) -> list:
+def _writers(steps: int, start: int, logdir: Optional[str], progress: bool, console: bool) -> list:
     out: list = []
     if progress:
         out.append(Progress(steps, start))

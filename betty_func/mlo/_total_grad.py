@@ -100,12 +100,13 @@ def respond(ctx: StepContext, upper: str, name: str, env: dict, params: dict) ->
     problems respond. The derivative is always the method's VJP (the shift is not differentiated).
     """
     g = ctx.graph
-    x_names = tuple(a for a in g.order if a in g.ancestors[name])
+    x_names = g.ancestors_in_order(name)
     x = {a: env[a] for a in x_names}
+    x_leaves = tree.leaves(x)
     weak = ctx if isinstance(ctx, weakref.ProxyType) else weakref.proxy(ctx)  # nested: already weak
     spec = _Spec(weak, upper, name, params, x_names, tree.structure(x), params[name], ctx.depth > 0)
     shift = tree.leaves(_shift(spec, x)) if ctx.moving else []
-    out = _Response.apply(spec, len(tree.leaves(x)), *tree.leaves(x), *shift)
+    out = _Response.apply(spec, len(x_leaves), *x_leaves, *shift)
     return tree.unflatten(tree.structure(params[name]), list(out))
 
 

@@ -18,8 +18,8 @@ from ._graph import API
 PyTree = Any
 
 
-def run(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list,
-               x: dict, params: dict) -> tuple[PyTree, PyTree]:
+def run(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list, x: dict,
+        params: dict) -> tuple[PyTree, PyTree]:
     """``len(batches)`` differentiable updates of ``name`` (reset first, project after each)."""
     p = ctx.graph.problems[name]
     merged = {**params, **x}
@@ -39,10 +39,9 @@ def run(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list
 
 
 def update(ctx: StepContext, name: str, params: dict, state: PyTree,
-                    batches: list) -> tuple[PyTree, PyTree]:
+           batches: list) -> tuple[PyTree, PyTree]:
     """Run ``name``'s window once inside ``vjp`` over all its ancestors; keep the pullback."""
-    g = ctx.graph
-    x = {a: params[a] for a in g.order if a in g.ancestors[name]}
+    x = {a: params[a] for a in ctx.graph.ancestors_in_order(name)}
     theta0 = params[name]
 
     def window(xx: dict) -> tuple[PyTree, list]:
