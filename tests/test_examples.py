@@ -46,6 +46,17 @@ def test_maml_quick(tmp_path):
     assert all(0.0 < r["acc"] <= 1.0 and r["ci95"] > 0 for r in rows)
 
 
+def test_three_level_quick(tmp_path):
+    table, stdout = run_quick("three_level.py", tmp_path, "--logdir", "")
+    assert set(table) == {"classifier", "decay>classifier", "weights>classifier",
+                          "(weights, decay)>classifier", "weights>decay>classifier"}
+    assert table["classifier"][0]["decay"] == pytest.approx(5e-4)
+    top = table["weights>decay>classifier"][0]
+    assert top["decay"] != pytest.approx(5e-4, rel=1e-3)  # the middle level moved
+    assert 0.0 < top["weight_clean"] < 1.0 and 0.0 < top["weight_noisy"] < 1.0
+    assert "| weights>decay>classifier |" in stdout
+
+
 def test_bundled_data_and_missing_path(tmp_path):
     from betty_func.data import mnist10k
     X, y = mnist10k()
