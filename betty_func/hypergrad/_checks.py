@@ -6,6 +6,7 @@ that transform's level, so the check costs nothing (no extra pass) and works und
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -44,6 +45,35 @@ def ensure_coupled(api: str, grad: Any, taken_in: str, depends_on: str, part: st
     ensure(api, tracks(grad), f"the gradient of `inner_loss` in `{taken_in}` does not depend on "
            f"`{depends_on}`, so {part} would be a silent zero",
            "The inner loss must couple inner and outer params (check argument order).")
+
+
+def rng_kept(x: Any) -> Any:
+    """A context that restores the RNG states (CPU and the devices ``x`` lives on) on exit, so a
+    probe that evaluates a random loss (dropout) does not shift the user's random stream."""
+    devices = list({t.device for t in tree.leaves(x) if t.device.type != "cpu"})
+    return torch.random.fork_rng(devices=devices)
+
+
+class Once:
+    """Remembers which losses passed a probe (weakly, keyed by the loss function), so a check
+    that costs a pass runs once per loss, and never while ``torch.compile`` traces."""
+
+    def __init__(self) -> None:
+        self._seen: weakref.WeakSet = weakref.WeakSet()
+
+    def due(self, key: Any) -> bool:
+        if torch.compiler.is_compiling():
+            return False
+        try:
+            return key not in self._seen
+        except TypeError:  # not weak-referenceable (a C builtin): check every call
+            return True
+
+    def done(self, key: Any) -> None:
+        try:
+            self._seen.add(key)
+        except TypeError:
+            pass
 
 
 def _quote(s: str) -> str:

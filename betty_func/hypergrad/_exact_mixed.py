@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 from torch.func import vjp
 
-from ._checks import ensure_coupled
+from ._checks import Once, ensure_coupled, rng_kept
 
 PyTree = Any
 GradFn = Callable[[PyTree, PyTree], PyTree]
@@ -21,6 +21,10 @@ def exact_mixed() -> Callable[..., PyTree]:
     pass (≈ one Hessian-vector product). ``grad_lam`` is unused. A gradient in θ that ignores λ is
     an error, not a silent zero.
 
+    ``mixed.check(grad_theta, θ, λ)`` runs that coupling check alone, once per loss (keyed by
+    ``grad_theta.key``): :class:`Implicit` calls it when it takes the mixed term from the same
+    linearization as its Hessian-vector products instead of calling ``mixed``.
+
     Example:
         >>> import torch
         >>> from betty_func import hypergrad as hg
@@ -28,11 +32,24 @@ def exact_mixed() -> Callable[..., PyTree]:
         >>> hg.exact_mixed()(g_theta, None, torch.ones(2), torch.ones(2), torch.full((2,), 3.0)).tolist()
         [3.0, 3.0]
     """
-    def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree, p: PyTree) -> PyTree:
+    once = Once()
+
+    def coupled(grad_theta: GradFn, theta: PyTree) -> GradFn:
         def g(l: PyTree) -> PyTree:
             out = grad_theta(theta, l)
             ensure_coupled(API, out, "inner_params", "outer_params", "the implicit part")
             return out
-        return vjp(g, lam)[1](p)[0]
+        return g
 
+    def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree, p: PyTree) -> PyTree:
+        return vjp(coupled(grad_theta, theta), lam)[1](p)[0]
+
+    def check(grad_theta: GradFn, theta: PyTree, lam: PyTree) -> None:
+        key = getattr(grad_theta, "key", grad_theta)
+        if once.due(key):
+            with rng_kept(theta):  # RNG untouched: dropout in the loss draws as if never probed
+                vjp(coupled(grad_theta, theta), lam)  # the pullback is never built
+            once.done(key)
+
+    mixed.check = check
     return mixed

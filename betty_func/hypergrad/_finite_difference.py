@@ -1,7 +1,6 @@
 r"""Finite-difference mixed term (DARTS' second-order approximation)."""
 from __future__ import annotations
 
-import weakref
 from typing import Any, Callable
 
 import torch
@@ -9,13 +8,9 @@ from torch.func import vjp, vmap
 
 from .. import tree
 from .._errors import check_positive
-from ._checks import ensure_coupled
+from ._checks import Once, ensure_coupled, rng_kept
 
 PyTree = Any
-
-
-def _devices(theta: PyTree) -> list:
-    return list({x.device for x in tree.leaves(theta) if x.device.type != "cpu"})
 
 
 def _check_coupling(api: str, grad_lam: Callable, theta: PyTree, lam: PyTree) -> None:
@@ -25,22 +20,8 @@ def _check_coupling(api: str, grad_lam: Callable, theta: PyTree, lam: PyTree) ->
         out = grad_lam(th, lam)
         ensure_coupled(api, out, "outer_params", "inner_params", "the finite-difference mixed term")
         return out
-    with torch.random.fork_rng(devices=_devices(theta)):
+    with rng_kept(theta):
         vjp(probe, theta)
-
-
-def _seen(cache: weakref.WeakSet, key: Any) -> bool:
-    try:
-        return key in cache
-    except TypeError:  # not weak-referenceable (a C builtin): check every call
-        return False
-
-
-def _remember(cache: weakref.WeakSet, key: Any) -> None:
-    try:
-        cache.add(key)
-    except TypeError:
-        pass
 
 
 def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
@@ -50,7 +31,7 @@ def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
         pair = tree.map(lambda a, b: torch.stack([a, b]), plus, minus)
         both = vmap(lambda th: grad_lam(th, lam), randomness="same")(pair)
         return tree.map(lambda x: x[0], both), tree.map(lambda x: x[1], both)
-    with torch.random.fork_rng(devices=_devices(plus)):
+    with rng_kept(plus):
         g_plus = grad_lam(plus, lam)
     return g_plus, grad_lam(minus, lam)
 
@@ -82,14 +63,14 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     """
     api = "hypergrad.finite_difference(eps, batched)"
     check_positive(api, "eps", eps)
-    checked: weakref.WeakSet = weakref.WeakSet()
+    once = Once()
 
     def mixed(grad_theta: Callable, grad_lam: Callable, theta: PyTree, lam: PyTree,
               p: PyTree) -> PyTree:
         key = getattr(grad_lam, "key", grad_lam)  # a stable identity for the loss behind grad_lam
-        if not torch.compiler.is_compiling() and not _seen(checked, key):
+        if once.due(key):
             _check_coupling(api, grad_lam, theta, lam)
-            _remember(checked, key)
+            once.done(key)
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
         g_plus, g_minus = _pair_grads(grad_lam, tree.axpy(step, p, theta),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from torch.func import grad
+from torch.func import grad, vjp
 
 from .. import linsolve as ls
 from .. import tree
@@ -57,16 +57,35 @@ class Implicit:
         by ``finite_difference``. Cost: the solver's products + one mixed term."""
         if init is not None:
             tree.check_same(self.api, init, theta, ("init", "inner_params"))
-        matvec = self.hvp(lambda th: grad_theta(th, lam), theta)
+        matvec, mixed, linearized = self._linearize(grad_theta, grad_lam, theta, lam)
         info = None
         if with_info:
             p, s = self.solve.with_info(matvec, v, init)
-            g = getattr(matvec, "gradient", lambda: None)()  # free after a reverse linearization
+            g = linearized()  # ∇θL at θ, free once linearized
             g = grad_theta(theta, lam) if g is None else g
             info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(g), p)
         else:
             p = self.solve(matvec, v, init)
-        return tree.neg(self.mixed(grad_theta, grad_lam, theta, lam, p)), info
+        return tree.neg(mixed(p)), info
+
+    def _linearize(self, grad_theta: GradFn, grad_lam: Optional[GradFn], theta: PyTree,
+                   lam: PyTree) -> tuple[Callable, Callable, Callable]:
+        """``(v -> H v, p -> (∂λ g)ᵀ p, () -> g or None)``. With reverse-over-reverse products and
+        the exact mixed term, one ``vjp`` of ``g`` in (θ, λ) serves both, on the first product
+        (what a hand-written autograd implementation does: no second gradient pass for the
+        mixed term); the coupling check then runs once per loss."""
+        if self.hvp is reverse_over_reverse and hasattr(self.mixed, "check"):
+            self.mixed.check(grad_theta, theta, lam)
+            cache: dict = {}
+
+            def pull(u: PyTree) -> tuple:
+                if "vjp" not in cache:
+                    cache["grad"], cache["vjp"] = vjp(grad_theta, theta, lam)
+                return cache["vjp"](u)
+            return (lambda u: pull(u)[0]), (lambda p: pull(p)[1]), (lambda: cache.get("grad"))
+        matvec = self.hvp(lambda th: grad_theta(th, lam), theta)
+        return (matvec, lambda p: self.mixed(grad_theta, grad_lam, theta, lam, p),
+                getattr(matvec, "gradient", lambda: None))
 
     def __call__(self, outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree, args: tuple,
                  init: Optional[PyTree], with_info: bool) -> tuple[PyTree, Optional[HypergradInfo]]:
