@@ -1,0 +1,98 @@
+"""The benchmark suite: ours vs plain autograd vs the peers, measured side by side in one run.
+
+Usage: python benchmarks/run.py [--quick] [--suites floor mwn meta unrolled accuracy]
+                                [--json PATH] [--outdir benchmarks/results]
+
+Pins one thread, warms up, takes medians, prints markdown tables with ratios, and writes
+``results.json`` and PNG plots (with matplotlib) under ``--outdir``. Peers come from the ``bench``
+extra (``pip install -e ".[bench]"``: betty-ml, torchopt, higher, matplotlib); one that fails to
+import or run is reported in its cells, not hidden. Peak memory on CPU is the resident-set
+high-water mark; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_`` fixed so freed
+tensors go back to the OS and each measurement sees only its own allocations.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SUITES = ["floor", "mwn", "meta", "unrolled", "accuracy"]
+
+
+def machine() -> str:
+    import torch
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor()) if Path(
+        "/proc/cpuinfo").exists() else platform.processor()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"torch {torch.__version__}, {cpu}, {gpu}, 1 thread"
+
+
+def run_suite(name: str, level: str, backend: str) -> tuple[object, str]:
+    """(rows, markdown) of one suite."""
+    import _common as c
+    if name == "floor":
+        import floor
+        rows = floor.run(level, backend)
+        return rows, c.markdown(rows, floor.COLUMNS)
+    if name == "mwn":
+        import mwn
+        rows = mwn.run(level)
+        return rows, c.markdown(rows, mwn.COLUMNS)
+    if name == "meta":
+        import meta
+        rows = meta.run(level)
+        return rows, c.markdown(rows, meta.COLUMNS)
+    if name == "unrolled":
+        import unrolled_memory
+        rows = unrolled_memory.run(level)
+        return rows, c.markdown(rows, unrolled_memory.COLUMNS)
+    import accuracy
+    rows = {"sweep": accuracy.sweep(level), "warm_start": accuracy.warm_vs_cold(level)}
+    return rows, (c.markdown(rows["sweep"], accuracy.COLUMNS) + "\n\nCG warm vs cold start:\n\n"
+                  + c.markdown(rows["warm_start"], accuracy.WARM_COLUMNS))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs (tests)")
+    ap.add_argument("--suites", nargs="+", default=SUITES, choices=SUITES)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--outdir", default=str(HERE / "results"))
+    ap.add_argument("--backend", default=None,
+                    help="torch.compile backend of the floor suite (inductor; aot_eager with --quick)")
+    a = ap.parse_args()
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see the module docstring
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
+    sys.path.insert(0, str(HERE))
+    import torch
+    torch.set_num_threads(1)
+    level = "smoke" if a.smoke else "quick" if a.quick else "full"
+    backend = a.backend or ("inductor" if level == "full" else "aot_eager")
+    out = {"machine": machine(), "level": level, "backend": backend, "suites": {}}
+    print(f"# betty_func benchmarks ({level}): {out['machine']}\n")
+    t0 = time.time()
+    for name in a.suites:
+        rows, table = run_suite(name, level, backend)
+        out["suites"][name] = rows
+        print(f"## {name}\n\n{table}\n", flush=True)
+    out["seconds"] = time.time() - t0
+    outdir = Path(a.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    from _plots import plot_all
+    out["plots"] = plot_all(out["suites"], outdir)
+    for path in [outdir / "results.json"] + ([Path(a.json)] if a.json else []):
+        path.write_text(json.dumps(out, indent=1, default=str))
+    print(f"{out['seconds']:.0f} s; results in {outdir}" +
+          ("" if out["plots"] else " (no plots: matplotlib not installed)"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Smoke test of the benchmark suite: `benchmarks/run.py --smoke` runs every suite end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_suite_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke",
+                           "--outdir", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    suites = res["suites"]
+    assert set(suites) == {"floor", "mwn", "meta", "unrolled", "accuracy"}
+    # ours and the hand-written autograd versions compute the same numbers
+    assert {r["method"] for r in suites["floor"]} == {"darts", "neumann K=5", "cg K=5",
+                                                      "unrolled T=10"}
+    assert all(r["match"] < 1e-4 and r["ours_ms"] > 0 for r in suites["floor"])
+    assert suites["mwn"][0]["ours_ms"] > 0
+    assert "betty_ms" in suites["mwn"][0]  # a number, or None with the reason in betty_mib
+    assert all(r["vmap_tps"] > 0 and r["loop_tps"] > 0 for r in suites["meta"])
+    assert suites["unrolled"][0]["plain_ms"] > 0 and suites["unrolled"][0]["ckpt_ms"] > 0
+    cg = [r for r in suites["accuracy"]["sweep"] if r["method"] == "cg"]
+    assert cg and all(r["rel_error"] < 1.0 for r in cg)
+    assert all(r["warm_err"] < 1e-4 for r in suites["accuracy"]["warm_start"])
+    assert (tmp_path / "results.json").exists()
+    assert "## floor" in proc.stdout and "| method |" in proc.stdout
