@@ -132,14 +132,17 @@ def run(level: str) -> list[dict]:
             row: dict = {"size": f"{size} ({count(mlp(*SIZES[size]).params)})", "method": m}
             row["ours_ms"], row["ours_mib"] = _ms(ours(SIZES[size], m, steps, warmup, False))
             if size == "85k" and not quick:  # inductor's cold compiles do not fit --quick
-                row["compiled_ms"], _ = _ms(ours(SIZES[size], m, steps, warmup, True))
+                try:
+                    row["compiled_ms"], _ = _ms(ours(SIZES[size], m, steps, warmup, True))
+                except Exception as e:  # a failure is a result too: report it
+                    row["compiled_ms"] = f"failed: {type(e).__name__}"
             try:
                 row["betty_ms"], row["betty_mib"] = _ms(betty(SIZES[size], m, steps, warmup))
             except Exception as e:  # a peer that fails is reported, not hidden
                 row["betty_ms"], row["betty_mib"] = None, f"failed: {type(e).__name__}: {e}"[:80]
             if row.get("betty_ms"):
                 row["ours/betty"] = row["ours_ms"] / row["betty_ms"]
-            if row.get("compiled_ms"):
+            if isinstance(row.get("compiled_ms"), float):
                 row["eager/compiled"] = row["ours_ms"] / row["compiled_ms"]
             rows.append(row)
     return rows

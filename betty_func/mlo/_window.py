@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch.func import vjp
 
 from .. import optim, tree
@@ -38,9 +39,12 @@ def run(ctx: StepContext, name: str, theta: PyTree, state: PyTree, batches: list
     return theta, state
 
 
+@torch.compiler.disable  # its pullback outlives the step: inductor cannot trace a kept vjp
 def update(ctx: StepContext, name: str, params: dict, state: PyTree,
            batches: list) -> tuple[PyTree, PyTree]:
-    """Run ``name``'s window once inside ``vjp`` over all its ancestors; keep the pullback."""
+    """Run ``name``'s window once inside ``vjp`` over all its ancestors; keep the pullback.
+    Under ``solve(compile=True)`` the window runs eagerly (inductor failed on it: "Cannot access
+    storage of TensorWrapper"); the rest of the step compiles."""
     x = {a: params[a] for a in ctx.graph.ancestors_in_order(name)}
     theta0 = params[name]
 
