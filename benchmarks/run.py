@@ -58,6 +58,21 @@ def run_suite(name: str, level: str, backend: str) -> tuple[object, str]:
                   + c.markdown(rows["warm_start"], accuracy.WARM_COLUMNS))
 
 
+def _merge_earlier(path: Path, out: dict) -> None:
+    """A run of some suites keeps the other suites of an earlier run at the same level (and
+    machine) in ``results.json``; each suite records when it ran."""
+    now = time.strftime("%Y-%m-%d %H:%M")
+    for rows in out["suites"].values():
+        if isinstance(rows, list):
+            for r in rows:
+                r.setdefault("run", now)
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    if old.get("level") == out["level"] and old.get("machine") == out["machine"]:
+        out["suites"] = {**old.get("suites", {}), **out["suites"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small sizes, few repeats (< 3 min)")
@@ -86,6 +101,7 @@ def main() -> None:
     out["seconds"] = time.time() - t0
     outdir = Path(a.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    _merge_earlier(outdir / "results.json", out)
     from _plots import plot_all
     out["plots"] = plot_all(out["suites"], outdir)
     for path in [outdir / "results.json"] + ([Path(a.json)] if a.json else []):

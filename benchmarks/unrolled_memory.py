@@ -2,11 +2,17 @@
 
 Per-parameter weight decay λ on an MLP 784-256-10 (batch 500): L = CE(train) + ½ Σ λ θ², F = CE(val),
 ``hypergrad.unrolled(T, sgd)`` plain and with ``checkpoint_every = round(√T)``. Peak memory is what
-one hypergradient adds (``_common.PeakMemory``), measured on its own run after a warm-up.
+one hypergradient adds (``_common.PeakMemory``), measured in a fresh process per configuration
+(in a long-lived one, memory freed by earlier runs hides part of the next peak).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +32,25 @@ def setup():
     return inner, outer, net.params, tree.map(lambda t: torch.full_like(t, 1e-3), net.params)
 
 
+def peak(T: int, every: int) -> float:
+    """Peak MiB one hypergradient adds, in this process (call it in a fresh one)."""
+    torch.set_num_threads(1)
+    inner, outer, th, lam = setup()
+    g = hg.grad(outer, inner, hg.unrolled(T, optim.sgd(0.1), checkpoint_every=every))
+    with PeakMemory() as mem:
+        float(tree.leaves(g(th, lam))[0].sum())
+    return mem.mib
+
+
+def _peak_in_fresh_process(T: int, every: int) -> float:
+    here = Path(__file__).resolve().parent
+    code = f"import json, unrolled_memory as u; print(json.dumps(u.peak({T}, {every})))"
+    env = {**os.environ, "PYTHONPATH": f"{here}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run(level: str) -> list[dict]:
     """``level``: "smoke" (T = 4), "quick" (T = 10, 50) or "full" (T = 10 ... 200)."""
     quick = level != "full"
@@ -40,9 +65,7 @@ def run(level: str) -> list[dict]:
             g = hg.grad(outer, inner, hg.unrolled(T, optim.sgd(0.1), checkpoint_every=every))
             row[f"{mode}_ms"] = 1e3 * median_seconds(lambda: g(th, lam), 1 if quick else 3,
                                                      warmup=1)
-            with PeakMemory() as mem:
-                float(tree.leaves(g(th, lam))[0].sum())
-            row[f"{mode}_mib"] = mem.mib
+            row[f"{mode}_mib"] = _peak_in_fresh_process(T, every)
         if row["plain_mib"] and row["ckpt_mib"] is not None:
             row["mem ratio"] = row["ckpt_mib"] / row["plain_mib"]
         row["time ratio"] = row["ckpt_ms"] / row["plain_ms"]

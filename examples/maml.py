@@ -9,7 +9,9 @@ levels (coupled data, Betty's ``Env``). ``reset`` starts each inner loop from th
 * first-order MAML: the response Jacobian taken as the identity; with a proximal term
   λ/2 |θ - φ|² this is ``implicit(identity(1/λ), exact_mixed())``, which returns the query
   gradient at the adapted params exactly.
-* iMAML (Rajeswaran et al., 2019): inner loss + λ/2 |θ - φ|², ``hypergrad.cg`` at the adapted params.
+* iMAML (Rajeswaran et al., 2019): inner loss + λ/2 |θ - φ|², ``hypergrad.cg`` at the adapted
+  params, one CG per task (``batch_dims=1``: a joint CG over the meta-batch mixes the tasks'
+  spectra; per task it lifted 5-shot training-digit accuracy from 38% to 59%).
 
 With only five meta-training classes every training task holds the same digits (relabelled), so
 the meta-learned initialization fits digits 0-4 and transfers little to 5-9: the table reports
@@ -57,7 +59,7 @@ def build(method: str, a: argparse.Namespace, phi0, tasks_at):
 
     method_obj = {"maml": lambda: hg.unrolled(a.inner_steps, inner_opt),
                   "fomaml": lambda: hg.implicit(linsolve.identity(1.0 / lam), hg.exact_mixed()),
-                  "imaml": lambda: hg.cg(maxiter=a.cg_iters)}[method]()
+                  "imaml": lambda: hg.cg(maxiter=a.cg_iters, batch_dims=1)}[method]()  # a CG per task
     batched = tree.map(lambda p: p.expand(a.meta_batch, *p.shape).clone(), phi0)
     adapt = mlo.Problem("adapt", adapt_loss, batched, inner_opt, hypergrad=method_obj,
                         unroll_steps=a.inner_steps,
