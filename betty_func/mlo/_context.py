@@ -6,6 +6,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import tree
 from .._errors import fail
 from ._graph import API, Graph
 
@@ -37,7 +38,18 @@ class StepContext:
 
 def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
-    (``new_state`` is None for problems without state)."""
+    (``new_state`` is None for problems without state); under bfloat16 autocast for a problem
+    with ``precision="bf16"``, its value returned in the params' dtype."""
+    p = ctx.graph.problems[name]
+    if p.precision is None:
+        return _call_loss(ctx, name, params)
+    leaf = tree.leaves(params[name])[0]
+    with torch.autocast(leaf.device.type, dtype=torch.bfloat16):
+        value, metrics, new_state = _call_loss(ctx, name, params)
+    return value.to(leaf.dtype), metrics, new_state
+
+
+def _call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     p = ctx.graph.problems[name]
     kw = {r: params[r] for r in p.reads}
     if p.state is not None:

@@ -29,6 +29,11 @@ class Problem:
     * ``project(params) -> params`` after every update (Betty's ``param_callback``);
       ``reset(params, **reads) -> params`` before the first update of each inner loop (Betty's
       ``on_inner_loop_start``, e.g. MAML starting from the meta-parameters).
+    * ``precision``: None (the params' dtype) or ``"bf16"``: every evaluation of this problem's loss
+      (its own updates and the hypergradients through it) runs under ``torch.autocast`` in
+      bfloat16 on the params' device, CPU or CUDA; the loss value comes back in the params' dtype
+      (float32), and gradients, linear solves and optimizer math stay in it. (``"fp16"`` needs
+      dynamic loss scaling, not built yet: it is refused.)
     * ``state``: buffers (BatchNorm running statistics). The loss then takes a keyword-only
       ``state`` and returns ``(scalar, metrics, new_state)``; the new state is kept after this
       problem's own updates only (evaluations for other problems' hypergradients discard it).
@@ -53,6 +58,7 @@ class Problem:
     project: Optional[Callable[[PyTree], PyTree]] = None
     reset: Optional[Callable[..., PyTree]] = None
     state: Optional[PyTree] = None
+    precision: Optional[str] = None
     reads: tuple = field(init=False)
     reset_reads: tuple = field(init=False)
 
@@ -72,6 +78,10 @@ class Problem:
             if check_nonneg_int(api, knob, getattr(self, knob)) == 0:
                 fail(api, f"`{knob}` must be >= 1", 0)
         check_nonneg_int(api, "warmup", self.warmup)
+        if self.precision not in (None, "bf16"):
+            fail(api, "`precision` must be None or 'bf16'", repr(self.precision),
+                 "fp16 needs dynamic loss scaling, which is not built yet; use 'bf16'."
+                 if self.precision == "fp16" else "Use precision='bf16' or leave it None.")
         self._check_methods(api)
         reads = _keyword_reads(api, self.loss)
         if ("state" in reads) != (self.state is not None):
