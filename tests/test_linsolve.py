@@ -82,7 +82,7 @@ def test_cg_batch_dims_solves_each_system_alone():
     system is a different (slower) iteration."""
     g = torch.Generator().manual_seed(0)
     mats = []
-    for k, kappa in enumerate([3.0, 50.0, 400.0]):
+    for kappa in (3.0, 50.0, 400.0):
         q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
         mats.append(q @ torch.diag(torch.linspace(1.0, kappa, 6, dtype=torch.float64)) @ q.T)
     A = torch.stack(mats)
