@@ -38,13 +38,14 @@ class StepContext:
 
 def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
-    (``new_state`` is None for problems without state); under bfloat16 autocast for a problem
-    with ``precision="bf16"``, its value returned in the params' dtype."""
+    (``new_state`` is None for problems without state); under bf16/fp16 autocast for a problem
+    with ``precision``, its value returned in the params' dtype."""
     p = ctx.graph.problems[name]
     if p.precision is None:
         return _call_loss(ctx, name, params)
     leaf = tree.leaves(params[name])[0]
-    with torch.autocast(leaf.device.type, dtype=torch.bfloat16):
+    dtype = torch.bfloat16 if p.precision == "bf16" else torch.float16
+    with torch.autocast(leaf.device.type, dtype=dtype):
         value, metrics, new_state = _call_loss(ctx, name, params)
     return value.to(leaf.dtype), metrics, new_state
 

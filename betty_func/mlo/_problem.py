@@ -29,11 +29,14 @@ class Problem:
     * ``project(params) -> params`` after every update (Betty's ``param_callback``);
       ``reset(params, **reads) -> params`` before the first update of each inner loop (Betty's
       ``on_inner_loop_start``, e.g. MAML starting from the meta-parameters).
-    * ``precision``: None (the params' dtype) or ``"bf16"``: every evaluation of this problem's loss
-      (its own updates and the hypergradients through it) runs under ``torch.autocast`` in
-      bfloat16 on the params' device, CPU or CUDA; the loss value comes back in the params' dtype
-      (float32), and gradients, linear solves and optimizer math stay in it. (``"fp16"`` needs
-      dynamic loss scaling, not built yet: it is refused.)
+    * ``precision``: None (the params' dtype), ``"bf16"`` or ``"fp16"``: every evaluation of this
+      problem's loss (its own updates and the hypergradients through it) runs under
+      ``torch.autocast`` in that dtype on the params' device, CPU or CUDA; the loss value comes
+      back in the params' dtype (float32), and gradients, linear solves and optimizer math stay in
+      it. ``"fp16"`` adds dynamic loss scaling to the problem's own updates: its optimizer is
+      wrapped by ``optim.loss_scaled`` (so its optimizer state is ``(state, LossScaleState)``), a
+      step with inf/NaN gradients is skipped and counted (logged as ``skipped_steps`` with
+      ``loss_scale``). Not with an unrolled method (its differentiated updates are not scaled).
     * ``state``: buffers (BatchNorm running statistics). The loss then takes a keyword-only
       ``state`` and returns ``(scalar, metrics, new_state)``; the new state is kept after this
       problem's own updates only (evaluations for other problems' hypergradients discard it).
@@ -78,11 +81,16 @@ class Problem:
             if check_nonneg_int(api, knob, getattr(self, knob)) == 0:
                 fail(api, f"`{knob}` must be >= 1", 0)
         check_nonneg_int(api, "warmup", self.warmup)
-        if self.precision not in (None, "bf16"):
-            fail(api, "`precision` must be None or 'bf16'", repr(self.precision),
-                 "fp16 needs dynamic loss scaling, which is not built yet; use 'bf16'."
-                 if self.precision == "fp16" else "Use precision='bf16' or leave it None.")
+        if self.precision not in (None, "bf16", "fp16"):
+            fail(api, "`precision` must be None, 'bf16' or 'fp16'", repr(self.precision))
         self._check_methods(api)
+        if self.precision == "fp16":
+            if any(isinstance(m, hg.Unrolled) for m in self._methods()):
+                fail(api, "precision='fp16' does not support an unrolled method (its updates are "
+                     "differentiated, and loss scaling covers only plain updates)", "unrolled",
+                     "Use precision='bf16', or an implicit method.")
+            if self.optimizer.loss_scale is None:
+                object.__setattr__(self, "optimizer", optim.loss_scaled(self.optimizer))
         reads = _keyword_reads(api, self.loss)
         if ("state" in reads) != (self.state is not None):
             fail(api, "a problem with `state` needs a loss with a keyword-only `state` parameter, "

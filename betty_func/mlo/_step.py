@@ -35,10 +35,15 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         else:
             if p.reset is not None and name in starts:
                 params[name] = call_reset(p, params[name], params)
-            grads, value, metrics = _accumulated(ctx, name, params, batches[name])
+            scale = (None if p.optimizer.loss_scale is None
+                     else p.optimizer.loss_scale(opt_states[name]))
+            grads, value, metrics = _accumulated(ctx, name, params, batches[name], scale)
             theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
             if p.project is not None:
                 theta = p.project(theta)
+            if scale is not None:  # fp16: report true gradients, the scale and skipped steps
+                grads = tree.scale(1.0 / scale, grads)
+                metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
         logs[name] = _log(value, metrics, grads, ctx, name)
         if p.optimizer.learning_rate is not None:  # the rate this update used
             logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
@@ -48,12 +53,12 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     return params, opt_states, ctx.state, ctx.batch, logs
 
 
-def _accumulated(ctx: StepContext, name: str, params: dict,
-                 batches: list) -> tuple[PyTree, torch.Tensor, dict]:
+def _accumulated(ctx: StepContext, name: str, params: dict, batches: list,
+                 scale: Any = None) -> tuple[PyTree, torch.Tensor, dict]:
     total, value, metrics = None, 0.0, {}
     for b in batches:
         ctx.batch[name] = b
-        g, v, (metrics, new_state) = total_grad(ctx, name, (name,), params)
+        g, v, (metrics, new_state) = total_grad(ctx, name, (name,), params, scale)
         if new_state is not None:  # buffers advance with each batch of the problem's own update
             ctx.state[name] = tree.map(torch.Tensor.detach, new_state)
         total = g[name] if total is None else tree.add(total, g[name])

@@ -28,9 +28,10 @@ from ._context import StepContext, call_loss
 PyTree = Any
 
 
-def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[dict, Any, tuple]:
+def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict,
+               scale: Any = None) -> tuple[dict, Any, tuple]:
     """``({w: dL_name/dθ_w}, loss value, (metrics, new_state))`` with the descendants at their
-    best response."""
+    best response; with ``scale`` (fp16 loss scaling) the gradients are of ``scale · L``."""
     g = ctx.graph
     below = [d for d in reversed(g.order) if d in g.descendants[name]]  # top-down
     if ctx.depth == 0:
@@ -41,7 +42,8 @@ def total_grad(ctx: StepContext, name: str, wrt: tuple, params: dict) -> tuple[d
         for d in below:
             env[d] = respond(ctx, name, d, env, params)
         value, metrics, new_state = call_loss(ctx, name, env)
-        return value, (value, metrics, () if new_state is None else new_state)  # aux: no None
+        out = value if scale is None else value * scale.to(value.dtype)
+        return out, (value, metrics, () if new_state is None else new_state)  # aux: no None
 
     grads, (value, metrics, new_state) = grad(composite, has_aux=True)({w: params[w] for w in wrt})
     no_state = isinstance(new_state, tuple) and not new_state

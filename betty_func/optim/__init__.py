@@ -10,8 +10,9 @@
 from ._adam import AdamState, adam, adamw
 from ._base import Optimizer, apply_updates, chain, step
 from ._clip import clip_by_global_norm
+from ._loss_scale import LossScaleState, loss_scaled
 from ._schedules import constant, cosine, multistep, warmup
 from ._sgd import SgdState, sgd
 
 __all__ = ["Optimizer", "apply_updates", "step", "chain", "sgd", "SgdState", "adam", "adamw",
-           "AdamState", "clip_by_global_norm", "constant", "multistep", "cosine", "warmup"]
+           "AdamState", "clip_by_global_norm", "loss_scaled", "LossScaleState", "constant", "multistep", "cosine", "warmup"]

@@ -24,10 +24,13 @@ class Optimizer(NamedTuple):
     init(params) -> state
     update(grads, state, params) -> (updates, new_state)
     learning_rate(state) -> the rate the next update will use (None for plain transformations)
+    loss_scale(state) -> the factor to multiply the loss by before differentiating (None: 1;
+                         see ``loss_scaled``)
     """
     init: Callable[[PyTree], PyTree]
     update: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
     learning_rate: Optional[Callable[[PyTree], Any]] = None
+    loss_scale: Optional[Callable[[PyTree], Any]] = None
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:

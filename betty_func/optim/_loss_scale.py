@@ -1,0 +1,71 @@
+"""Dynamic loss scaling for float16 training, as a wrapper around any optimizer."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from .. import tree
+from .._errors import check_positive, fail
+from ._base import Optimizer
+
+PyTree = Any
+
+
+class LossScaleState(NamedTuple):
+    scale: torch.Tensor    # the factor the loss is multiplied by before differentiation
+    good: torch.Tensor     # finite steps since the scale last changed
+    skipped: torch.Tensor  # steps skipped for non-finite gradients, in total
+
+
+def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: int = 2000,
+                factor: float = 2.0) -> Optimizer:
+    r"""Wrap ``opt`` for gradients of ``scale · loss`` (float16 training).
+
+    ``update`` divides the gradients by the current scale; if any is inf or NaN the step is
+    skipped — zero updates, ``opt``'s state unchanged, the scale divided by ``factor``, ``skipped``
+    counted — else ``opt`` steps and the scale grows by ``factor`` after ``growth_interval``
+    finite steps in a row. All of it with ``torch.where``: no host sync, compiles. The state is
+    ``(opt_state, LossScaleState)``; ``loss_scale(state)`` is the factor for the next loss
+    (``mlo.Problem(precision="fp16")`` wraps its optimizer with this and applies it).
+
+    Example:
+        >>> import torch
+        >>> from betty_func import optim
+        >>> opt = optim.loss_scaled(optim.sgd(0.1), init_scale=8.0)
+        >>> s = opt.init(torch.zeros(2))
+        >>> u, s = opt.update(torch.tensor([float("inf"), 8.0]), s, torch.zeros(2))
+        >>> u.tolist(), float(opt.loss_scale(s)), int(s[1].skipped)
+        ([0.0, 0.0], 4.0, 1)
+        >>> u, s = opt.update(torch.tensor([4.0, 4.0]), s, torch.zeros(2))   # 4 / 4 = gradient 1
+        >>> [round(x, 4) for x in u.tolist()]
+        [-0.1, -0.1]
+    """
+    api = "optim.loss_scaled(opt, init_scale, growth_interval, factor)"
+    check_positive(api, "init_scale", init_scale)
+    if not factor > 1.0 or not isinstance(growth_interval, int) or growth_interval < 1:
+        fail(api, "`factor` must be > 1 and `growth_interval` an int >= 1",
+             f"factor={factor}, growth_interval={growth_interval}")
+
+    def init(params: PyTree) -> tuple:
+        zero = torch.zeros((), dtype=torch.int64)
+        return opt.init(params), LossScaleState(torch.tensor(float(init_scale)), zero, zero)
+
+    def update(grads: PyTree, state: tuple, params: PyTree = None) -> tuple[PyTree, tuple]:
+        inner, s = state
+        grads = tree.map(lambda g: g / s.scale.to(g.dtype), grads)
+        finite = torch.stack([torch.isfinite(g).all() for g in tree.leaves(grads)]).all()
+        grads = tree.map(lambda g: torch.where(finite, g, torch.zeros_like(g)), grads)  # no NaN in
+        updates, new_inner = opt.update(grads, inner, params)
+        keep = lambda new, old: torch.where(finite, new, old)  # noqa: E731
+        updates = tree.map(lambda u: torch.where(finite, u, torch.zeros_like(u)), updates)
+        new_inner = tree.map(keep, new_inner, inner)
+        good = torch.where(finite, s.good + 1, torch.zeros_like(s.good))
+        grow = good >= growth_interval
+        scale = torch.where(finite, torch.where(grow, s.scale * factor, s.scale), s.scale / factor)
+        good = torch.where(grow, torch.zeros_like(good), good)
+        skipped = s.skipped + (~finite).to(s.skipped.dtype)
+        return updates, (new_inner, LossScaleState(scale, good, skipped))
+
+    rate = None if opt.learning_rate is None else (lambda state: opt.learning_rate(state[0]))
+    return Optimizer(init, update, rate, lambda state: state[1].scale)
