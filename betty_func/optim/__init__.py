@@ -15,4 +15,5 @@ from ._schedules import constant, cosine, multistep, warmup
 from ._sgd import SgdState, sgd
 
 __all__ = ["Optimizer", "apply_updates", "step", "chain", "sgd", "SgdState", "adam", "adamw",
-           "AdamState", "clip_by_global_norm", "loss_scaled", "LossScaleState", "constant", "multistep", "cosine", "warmup"]
+           "AdamState", "clip_by_global_norm", "loss_scaled", "LossScaleState", "constant",
+           "multistep", "cosine", "warmup"]
