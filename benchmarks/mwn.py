@@ -154,9 +154,10 @@ def run(level: str) -> list[dict]:
                "full": list(METHODS)}[level]
     rows = []
     for size in sizes:
+        label = f"{size} ({count(mlp(*SIZES[size]).params)})"
         for m in methods:
             progress(f"mwn {size} {m}")
-            row: dict = {"size": f"{size} ({count(mlp(*SIZES[size]).params)})", "method": m}
+            row: dict = {"size": label, "method": m}
             row["ours_ms"], row["ours_mib"] = _ms(ours(SIZES[size], m, steps, warmup, False))
             if size == "85k" and not quick:  # inductor's cold compiles do not fit --quick
                 try:

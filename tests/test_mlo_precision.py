@@ -53,6 +53,8 @@ def test_fp16_losses_run_in_fp16_with_loss_scaling_and_the_hypergradient_stays_c
     assert 0 < float((h16 - h32).norm() / h32.norm()) < 5e-2
     assert r16.history["upper/loss_scale"] == [(1, 2.0 ** 16)]  # the loss was scaled, then unscaled
     assert r16.history["upper/skipped_steps"] == [(1, 0)]
+    g16, g32 = r16.history["upper/grad_norm"][0][1], r32.history["upper/grad_norm"][0][1]
+    assert abs(g16 - g32) < 5e-2 * g32  # logged unscaled
 
 
 def overflowing(bad_draw):

@@ -58,6 +58,15 @@ class Once:
     """Remembers which losses passed a probe (weakly, keyed by the loss function), so a check
     that costs a pass runs once per loss, and never while ``torch.compile`` traces."""
 
+    def probe(self, key: Any, fn: Callable, x: Any, rng_of: Any) -> None:
+        """Once per ``key``: evaluate ``fn`` inside ``vjp`` over ``x`` (so ``fn``'s dependence
+        checks see that transform; the pullback is never built), RNG states of ``rng_of``'s
+        devices kept."""
+        if self.due(key):
+            with rng_kept(rng_of):
+                vjp(fn, x)
+            self.done(key)
+
     def __init__(self) -> None:
         self._seen: weakref.WeakSet = weakref.WeakSet()
 

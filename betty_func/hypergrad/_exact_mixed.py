@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 from torch.func import vjp
 
-from ._checks import Once, ensure_coupled, rng_kept
+from ._checks import Once, ensure_coupled
 
 PyTree = Any
 GradFn = Callable[[PyTree, PyTree], PyTree]
@@ -45,11 +45,7 @@ def exact_mixed() -> Callable[..., PyTree]:
         return vjp(coupled(grad_theta, theta), lam)[1](p)[0]
 
     def check(grad_theta: GradFn, theta: PyTree, lam: PyTree) -> None:
-        key = getattr(grad_theta, "key", grad_theta)
-        if once.due(key):
-            with rng_kept(theta):  # RNG untouched: dropout in the loss draws as if never probed
-                vjp(coupled(grad_theta, theta), lam)  # the pullback is never built
-            once.done(key)
+        once.probe(getattr(grad_theta, "key", grad_theta), coupled(grad_theta, theta), lam, theta)
 
     mixed.check = check
     return mixed

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch.func import vjp, vmap
+from torch.func import vmap
 
 from .. import tree
 from .._errors import check_positive
@@ -13,15 +13,14 @@ from ._checks import Once, ensure_coupled, rng_kept
 PyTree = Any
 
 
-def _check_coupling(api: str, grad_lam: Callable, theta: PyTree, lam: PyTree) -> None:
-    """Raise unless ∇_λ L depends on θ (else the difference is a silent zero: a loss that
-    ignores θ, or one of the form f(θ) + g(λ)). One ``vjp`` probe over θ; RNG left untouched."""
+def _coupled(api: str, grad_lam: Callable, lam: PyTree) -> Callable:
+    """``θ -> ∇_λ L(θ, λ)``, raising inside a transform over θ unless it depends on θ (else the
+    difference is a silent zero: a loss that ignores θ, or one of the form f(θ) + g(λ))."""
     def probe(th: PyTree) -> PyTree:
         out = grad_lam(th, lam)
         ensure_coupled(api, out, "outer_params", "inner_params", "the finite-difference mixed term")
         return out
-    with rng_kept(theta):
-        vjp(probe, theta)
+    return probe
 
 
 def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
@@ -68,9 +67,7 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     def mixed(grad_theta: Callable, grad_lam: Callable, theta: PyTree, lam: PyTree,
               p: PyTree) -> PyTree:
         key = getattr(grad_lam, "key", grad_lam)  # a stable identity for the loss behind grad_lam
-        if once.due(key):
-            _check_coupling(api, grad_lam, theta, lam)
-            once.done(key)
+        once.probe(key, _coupled(api, grad_lam, lam), theta, theta)
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
         g_plus, g_minus = _pair_grads(grad_lam, tree.axpy(step, p, theta),

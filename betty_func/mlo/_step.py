@@ -31,7 +31,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         p = graph.problems[name]
         if p.unrolled:
             theta, state = _window.update(ctx, name, params, opt_states[name], batches[name])
-            value, metrics, grads = None, {}, None
+            value, metrics, grads, scale = None, {}, None, None
         else:
             if p.reset is not None and name in starts:
                 params[name] = call_reset(p, params[name], params)
@@ -41,10 +41,11 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
             if p.project is not None:
                 theta = p.project(theta)
-            if scale is not None:  # fp16: report true gradients, the scale and skipped steps
-                grads = tree.scale(1.0 / scale, grads)
+            if scale is not None:  # fp16: the scale and skipped steps are logged too
                 metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
         logs[name] = _log(value, metrics, grads, ctx, name)
+        if scale is not None:  # the norm of the true (unscaled) gradient
+            logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
         if p.optimizer.learning_rate is not None:  # the rate this update used
             logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
         params[name], opt_states[name] = theta, state
