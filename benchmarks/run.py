@@ -1,6 +1,6 @@
 """The benchmark suite: ours vs plain autograd vs the peers, measured side by side in one run.
 
-Usage: python benchmarks/run.py [--quick] [--suites floor mwn meta unrolled accuracy]
+Usage: python benchmarks/run.py [--quick] [--suites floor mwn meta unrolled accuracy dp]
                                 [--json PATH] [--outdir benchmarks/results]
 
 Pins one thread, warms up, takes medians, prints markdown tables with ratios, and writes
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ["floor", "mwn", "meta", "unrolled", "accuracy"]
+SUITES = ["floor", "mwn", "meta", "unrolled", "accuracy", "dp"]
 
 
 def machine() -> str:
@@ -52,6 +52,10 @@ def run_suite(name: str, level: str, backend: str) -> tuple[object, str]:
         import unrolled_memory
         rows = unrolled_memory.run(level)
         return rows, c.markdown(rows, unrolled_memory.COLUMNS)
+    if name == "dp":
+        import data_parallel
+        rows = data_parallel.run(level)
+        return rows, c.markdown(rows, data_parallel.COLUMNS)
     import accuracy
     rows = {"sweep": accuracy.sweep(level), "warm_start": accuracy.warm_vs_cold(level)}
     return rows, (c.markdown(rows["sweep"], accuracy.COLUMNS) + "\n\nCG warm vs cold start:\n\n"

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,7 +17,7 @@ def test_benchmark_suite_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     suites = res["suites"]
-    assert set(suites) == {"floor", "mwn", "meta", "unrolled", "accuracy"}
+    assert set(suites) == {"floor", "mwn", "meta", "unrolled", "accuracy", "dp"}
     # ours and the hand-written autograd versions compute the same numbers
     assert {r["method"] for r in suites["floor"]} == {"darts", "neumann K=5", "cg K=5",
                                                       "unrolled T=10"}
@@ -27,5 +29,10 @@ def test_benchmark_suite_smoke(tmp_path):
     cg = [r for r in suites["accuracy"]["sweep"] if r["method"] == "cg"]
     assert cg and all(r["rel_error"] < 1.0 for r in cg)
     assert all(r["warm_err"] < 1e-4 for r in suites["accuracy"]["warm_start"])
+    dp = {r["method"]: r for r in suites["dp"]}
+    assert set(dp) == {"darts", "cg K=3", "unrolled T=1", "cg K=3 + ZeRO-1"}
+    assert all(r["sps_1"] > 0 and r["sps_2"] > 0 for r in dp.values())
+    zero = dp["cg K=3 + ZeRO-1"]  # Adam state of 13k params: half of it per rank at 2 processes
+    assert zero["state_2"] == pytest.approx(zero["state_1"] / 2, rel=1e-3)
     assert (tmp_path / "results.json").exists()
     assert "## floor" in proc.stdout and "| method |" in proc.stdout

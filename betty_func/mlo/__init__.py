@@ -10,8 +10,10 @@
 >>> [round(v, 3) for v in result.params["outer"].tolist()]
 [3.0, 3.0]
 """
+from ._distributed import Distributed
 from ._graph import Graph, build, schedule
 from ._problem import Problem
 from ._solve import EarlyStopping, Result, solve
 
-__all__ = ["Problem", "solve", "schedule", "Result", "EarlyStopping", "Graph", "build"]
+__all__ = ["Problem", "solve", "schedule", "Result", "EarlyStopping", "Graph", "build",
+           "Distributed"]

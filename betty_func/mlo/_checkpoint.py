@@ -9,6 +9,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .._errors import fail
+
 FILE = "mlo_checkpoint.pt"
 
 
@@ -41,3 +43,29 @@ def load(directory: str | Path) -> Optional[dict[str, Any]]:
     """The checkpoint in ``directory``, or None when there is none."""
     f = Path(directory) / FILE
     return torch.load(f, weights_only=False) if f.is_file() else None
+
+
+def snapshot(directory: str | Path, run: dict, local: dict, rt: Any) -> None:
+    """Save ``run`` (what all ranks share) with every rank's ``local`` part (RNG, data positions,
+    sharded optimizer states): gathered to rank 0, written by it; the others wait for the file."""
+    ranks = rt.gather(local) if rt is not None else [local]
+    if rt is None or rt.leader:
+        save(directory, {**run, "world_size": len(ranks), "ranks": ranks})
+    if rt is not None:
+        rt.barrier()
+
+
+def restore(directory: str | Path, rt: Any) -> Optional[tuple[dict, dict]]:
+    """``(run, this rank's local part)`` from ``directory``, or None; an error when the world
+    size changed since it was written (data positions, RNG streams and optimizer shards are per
+    rank)."""
+    saved = load(directory)
+    if saved is None:
+        return None
+    world, rank = (1, 0) if rt is None else (rt.world, rt.rank)
+    if saved.get("world_size", 1) != world:
+        fail("solve(..., checkpoint_dir, resume=True)", "the checkpoint was written by a run on a "
+             "different number of processes", f"world size {saved.get('world_size', 1)} in "
+             f"{Path(directory) / FILE}, {world} now",
+             "Resume with the world size it was written with, or start afresh (resume=False).")
+    return saved, saved["ranks"][rank]

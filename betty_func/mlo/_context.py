@@ -34,6 +34,7 @@ class StepContext:
     depth: int = 0
     moving: bool = False  # inside a finite difference: responses move to first order
     base: dict = field(default_factory=dict)  # committed params: where responses' values hold
+    replicate: Any = None  # data parallel: params enter losses through it (see _replicate.py)
 
 
 def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
@@ -52,6 +53,10 @@ def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, 
 
 def _call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     p = ctx.graph.problems[name]
+    if ctx.replicate is not None:  # one bucketed all-reduce in each derivative of this loss
+        used = {n: params[n] for n in (name, *p.reads)}
+        params = {**params, **tree.unflatten(tree.structure(used),
+                                             ctx.replicate(tree.leaves(used)))}
     kw = {r: params[r] for r in p.reads}
     if p.state is not None:
         out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -14,6 +14,8 @@ from ..logging import Console, Progress, TensorBoard
 from . import _checkpoint as ckpt
 from ._context import StepContext, call_loss
 from ._data import Source, draw
+from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
+                           split_states)
 from ._graph import API, Graph, build
 from ._problem import Problem
 from ._step import step as pure_step
@@ -39,15 +41,18 @@ class EarlyStopping:
     patience: int = 5
 
 
-def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable]) -> None:
+def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable],
+               rt: Optional[Runtime]) -> None:
     """Before any update: every loss returns a scalar (or (scalar, metrics)) and depends on its
     own params or on a problem below it — else its update would be a silent zero. Batches are
-    peeked without moving any data position or RNG."""
+    peeked (this rank's shard) without moving any data position or RNG."""
     states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
         from_env = env(1) if env is not None else {}
         for name, p in g.problems.items():
-            ctx = StepContext(g, {name: _peek(sources[name], from_env, name)}, states)
+            batch = _peek(sources[name], from_env, name)
+            batch = batch if rt is None else rt.shard({name: [batch]})[name][0]
+            ctx = StepContext(g, {name: batch}, states)
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
 
             def loss(sub: dict, name: str = name, ctx: StepContext = ctx) -> torch.Tensor:
@@ -75,7 +80,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
           log_every: int = 50, logdir: Optional[str] = None, progress: bool = True,
           console: bool = True, checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0,
           resume: bool = False, compile: bool = False, seed: Optional[int] = None,
-          early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False) -> Result:
+          early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False,
+          distributed: Union[None, bool, Distributed] = None) -> Result:
     """Run ``steps`` global steps of the multilevel program ``graph = {upper: [lowers]}``.
 
     At global step ``t`` (1-based) each problem due (``mlo.schedule`` prints the plan) updates,
@@ -90,6 +96,11 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     runs the pure step through ``torch.compile``. ``early_stopping`` stops on a validation
     metric; ``roll_back`` returns the params of the best validation.
 
+    Data parallel: under an initialized ``torch.distributed`` group of more than one process
+    (``torchrun``), each rank takes its shard of every batch, every gradient and hypergradient is
+    that of the concatenated batches (``mlo.Distributed``), params stay identical on all ranks,
+    and rank 0 alone logs, validates (its metrics are shared) and writes checkpoints.
+
     Example:
         >>> import torch
         >>> from betty_func import mlo, optim
@@ -103,43 +114,60 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     """
     check_nonneg_int("solve(problems, graph, steps)", "steps", steps)
     g = build(problems, graph)
+    rt = runtime(distributed)
     sources = {n: Source(n, p.data) for n, p in g.problems.items()}
     params = {n: p.params for n, p in g.problems.items()}
     opt_states = {n: p.optimizer.init(p.params) for n, p in g.problems.items()}
     states = {n: p.state for n, p in g.problems.items() if p.state is not None}
     start, history, last_batch, stop = 0, {}, {}, {"best": None, "best_params": None, "bad": 0}
+    if rt is not None:
+        rt.agree(signature(g, steps, params))
     if seed is not None:
         torch.manual_seed(seed)
-    saved = ckpt.load(checkpoint_dir) if (resume and checkpoint_dir) else None
+    saved = ckpt.restore(checkpoint_dir, rt) if (resume and checkpoint_dir) else None
     if saved is not None:
-        start, params, opt_states = saved["step"], saved["params"], saved["opt_states"]
-        states = saved["states"]
-        history, last_batch, stop = saved["history"], saved["last_batch"], saved["stop"]
-        for n, s in saved["sources"].items():
+        (run, local), start = saved, saved[0]["step"]
+        params, opt_states, states = run["params"], {**run["opt_states"], **local["opt_states"]}, \
+            run["states"]
+        history, last_batch, stop = run["history"], run["last_batch"], run["stop"]
+        for n, s in local["sources"].items():
             sources[n].restore(s)
-        ckpt.set_rng_state(saved["rng"])
+        ckpt.set_rng_state(local["rng"])
     else:
-        _preflight(g, params, sources, env)
-    writers = _writers(steps, start, logdir, progress, console)
-    run = _stepper(g, compile)
+        if rt is not None:  # every rank starts from rank 0's values
+            params, states = rt.sync(params), rt.sync(states)
+            opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
+        _preflight(g, params, sources, env, rt)
+    check_sharded(g, opt_states)
+    writers = _writers(steps, start, logdir, progress, console) if rt is None or rt.leader else []
+    run = _stepper(g, compile, None if rt is None else rt.replicate)
     t = start
     for t in range(start + 1, steps + 1):
         names = g.updates_at(t)
         starts = tuple(n for n in names if g.starts_inner_loop(n, t))
         batches = draw(sources, g, names, env, t)
+        if rt is not None:
+            batches = rt.shard(batches)
         params, opt_states, states, last_batch, logs = run(names, starts, params, opt_states,
                                                            states, batches, last_batch)
+        if rt is not None and states:  # buffers (BatchNorm statistics): the mean over ranks
+            states = {n: rt.mean(s) if n in names else s for n, s in states.items()}
         if log_every and (t % log_every == 0 or t == steps):
-            _record(history, writers, t, _scalars(logs))
+            _record(history, writers, t, _scalars(logs if rt is None else rt.mean(logs)))
         if validate is not None and validate_every and t % validate_every == 0:
-            if _validate(validate, params, t, history, writers, stop, early_stopping, roll_back):
+            metrics = _metrics(validate, params) if rt is None or rt.leader else None
+            metrics = metrics if rt is None else rt.share(metrics)
+            if _validate(metrics, params, t, history, writers, stop, early_stopping, roll_back):
                 break
+        if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
+            rt.check_replicas(params, t)
         if checkpoint_dir and checkpoint_every and t % checkpoint_every == 0:
-            ckpt.save(checkpoint_dir, {"step": t, "params": params, "opt_states": opt_states,
-                                       "states": states,
-                                       "history": history, "last_batch": last_batch, "stop": stop,
-                                       "sources": {n: s.state() for n, s in sources.items()},
-                                       "rng": ckpt.rng_state()})
+            shared, own = split_states(opt_states)
+            ckpt.snapshot(checkpoint_dir, {"step": t, "params": params, "opt_states": shared,
+                                           "states": states, "history": history,
+                                           "last_batch": last_batch, "stop": stop},
+                          {"rng": ckpt.rng_state(), "opt_states": own,
+                           "sources": {n: s.state() for n, s in sources.items()}}, rt)
     for w in writers:
         getattr(w, "close", lambda: None)()
     if roll_back and stop["best_params"] is not None:
@@ -147,14 +175,15 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     return Result(params, opt_states, t, history, states)
 
 
-def _stepper(g: Graph, compile: bool) -> Callable:
+def _stepper(g: Graph, compile: bool, replicate: Optional[Callable]) -> Callable:
     if not compile:
-        return functools.partial(pure_step, g)
+        return functools.partial(pure_step, g, replicate=replicate)
     cache: dict = {}
 
     def run(names: tuple, starts: tuple, *state: Any) -> Any:
         if (names, starts) not in cache:
-            cache[(names, starts)] = torch.compile(functools.partial(pure_step, g, names, starts))
+            cache[(names, starts)] = torch.compile(functools.partial(pure_step, g, names, starts,
+                                                                     replicate=replicate))
         return cache[(names, starts)](*state)
     return run
 
@@ -177,10 +206,13 @@ def _record(history: dict, writers: list, t: int, scalars: dict) -> None:
         (w.update if isinstance(w, Progress) else w.write)(t, scalars)
 
 
-def _validate(validate: Callable, params: dict, t: int, history: dict, writers: list, stop: dict,
-              early: Optional[EarlyStopping], roll_back: bool) -> bool:
+def _metrics(validate: Callable, params: dict) -> dict:
     out = validate(params)
-    metrics = out if isinstance(out, dict) else {"value": out}
+    return {k: float(v) for k, v in (out if isinstance(out, dict) else {"value": out}).items()}
+
+
+def _validate(metrics: dict, params: dict, t: int, history: dict, writers: list, stop: dict,
+              early: Optional[EarlyStopping], roll_back: bool) -> bool:
     _record(history, [w for w in writers if not isinstance(w, Progress)], t,
             {f"validation/{k}": float(v) for k, v in metrics.items()})
     key = early.metric if early else next(iter(metrics))

@@ -15,7 +15,8 @@ PyTree = Any
 
 
 def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, states: dict,
-         batches: dict, last_batch: dict) -> tuple[dict, dict, dict, dict, dict]:
+         batches: dict, last_batch: dict, replicate: Any = None
+         ) -> tuple[dict, dict, dict, dict, dict]:
     """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
     inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
 
@@ -23,9 +24,10 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     them, or ``unroll_steps`` for an unrolled window); ``last_batch`` the latest batch of every
     problem, read when lower problems' responses are evaluated; ``states`` the problems' buffers.
     Returns new ``params``, ``opt_states``, ``states``, ``last_batch`` and per-problem logs
-    (tensors: no host sync).
+    (tensors: no host sync). ``replicate`` (data parallel) wraps the params entering every loss
+    so that each derivative is averaged over ranks (``_replicate.py``).
     """
-    ctx = StepContext(graph, dict(last_batch), dict(states))
+    ctx = StepContext(graph, dict(last_batch), dict(states), replicate=replicate)
     params, opt_states, logs = dict(params), dict(opt_states), {}
     for name in names:
         p = graph.problems[name]

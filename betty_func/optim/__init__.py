@@ -13,7 +13,8 @@ from ._clip import clip_by_global_norm
 from ._loss_scale import LossScaleState, loss_scaled
 from ._schedules import constant, cosine, multistep, warmup
 from ._sgd import SgdState, sgd
+from ._sharded import ShardedState, is_sharded, sharded
 
 __all__ = ["Optimizer", "apply_updates", "step", "chain", "sgd", "SgdState", "adam", "adamw",
            "AdamState", "clip_by_global_norm", "loss_scaled", "LossScaleState", "constant",
-           "multistep", "cosine", "warmup"]
+           "multistep", "cosine", "warmup", "sharded", "ShardedState", "is_sharded"]

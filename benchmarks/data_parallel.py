@@ -1,0 +1,115 @@
+"""Data parallel ``mlo.solve``: steps/s of the reweighting bilevel step at 1 and 2 processes.
+
+The MWN step of ``mwn.py`` (classifier MLP lower, 1-100-1 reweighting net upper) with a fixed
+global batch (each of 2 ranks takes half), gloo on CPU (one thread per process) or nccl on GPU
+(one device per process, where there are two). Each configuration runs in fresh spawned
+processes; rank 0 times ``steps`` global steps after ``warmup`` (as the difference between two
+runs, so that the start-up — agreement, broadcast, preflight — is not counted). The ZeRO-1 rows shard the
+Adam state of both problems (``optim.sharded``); the state column is what one rank holds.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from betty_func import hypergrad as hg, mlo, optim
+from _common import count, mlp, progress
+
+LEVELS = {"smoke": dict(sizes=(784, 16, 10), batch=32, steps=2, warmup=1),
+          "quick": dict(sizes=(784, 108, 10), batch=256, steps=10, warmup=3),
+          "full": dict(sizes=(784, 108, 10), batch=512, steps=30, warmup=5)}
+METHODS = ("darts", "cg K=3", "unrolled T=1", "cg K=3 + ZeRO-1")
+COLUMNS = [("method", "method"), ("params", "params"), ("batch", "global batch"),
+           ("sps_1", "steps/s, 1 proc"), ("sps_2", "steps/s, 2 procs"), ("speedup", "2 / 1"),
+           ("state_1", "opt state MiB/rank, 1"), ("state_2", "opt state MiB/rank, 2")]
+
+
+def _program(method: str, sizes: tuple, batch: int, device: str) -> tuple:
+    cls, rw = mlp(*sizes), mlp(1, 100, 1, seed=1)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(batch, sizes[0], generator=g), torch.randint(0, 10, (batch,), generator=g))
+            for _ in range(8)]
+    data = [(x.to(device), y.to(device)) for x, y in data]
+    zero = method.endswith("ZeRO-1")
+    lo_opt = optim.adam(1e-3) if zero else optim.sgd(0.1)
+    hi_opt = optim.adam(1e-3)
+    if zero:
+        lo_opt, hi_opt = optim.sharded(lo_opt), optim.sharded(hi_opt)
+    hyper = {"darts": hg.darts(), "cg K=3": hg.cg(maxiter=3), "cg K=3 + ZeRO-1": hg.cg(maxiter=3),
+             "unrolled T=1": hg.unrolled(1, lo_opt)}[method]
+
+    def lower(params, b, *, upper):
+        losses = F.cross_entropy(cls(params, b[0]), b[1], reduction="none")
+        return (torch.sigmoid(rw(upper, losses.detach()[:, None])).squeeze(1) * losses).mean()
+
+    def upper(params, b, *, lower):
+        return F.cross_entropy(cls(lower, b[0]), b[1])
+
+    on = lambda p: {k: v.to(device) for k, v in p.items()}  # noqa: E731
+    lo = mlo.Problem("lower", lower, on(cls.params), lo_opt, data=lambda i: data[i % 8],
+                     hypergrad=hyper)
+    hi = mlo.Problem("upper", upper, on(rw.params), hi_opt, data=lambda i: data[(i + 3) % 8])
+    return [lo, hi], {"upper": ["lower"]}, count(cls.params)
+
+
+def _worker(rank: int, world: int, tmp: str, method: str, cfg: dict, device: str) -> None:
+    torch.set_num_threads(1)
+    dev = f"cuda:{rank}" if device == "cuda" else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    if world > 1:
+        dist.init_process_group("nccl" if device == "cuda" else "gloo",
+                                init_method=f"file://{tmp}/store", rank=rank, world_size=world)
+    quiet = dict(progress=False, console=False, log_every=0)
+    problems, graph, n = _program(method, cfg["sizes"], cfg["batch"], dev)
+    r = mlo.solve(problems, graph, steps=cfg["warmup"], **quiet)  # first calls: not timed
+    seconds = []
+    for steps in (cfg["warmup"], cfg["warmup"] + cfg["steps"]):  # the difference: the steps alone
+        if world > 1:
+            dist.barrier()
+        t = time.perf_counter()
+        mlo.solve(problems, graph, steps=steps, **quiet)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t)
+    seconds = seconds[1] - seconds[0]
+    state = sum(x.numel() * x.element_size() for s in r.opt_states.values()
+                for x in _tensors(s)) / 2 ** 20
+    if rank == 0:
+        torch.save({"sps": cfg["steps"] / seconds, "params": n, "state": state}, f"{tmp}/out.pt")
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def _tensors(x: object) -> list:
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        return [t for v in x for t in _tensors(v)]
+    return [t for v in x.values() for t in _tensors(v)] if isinstance(x, dict) else []
+
+
+def _measure(method: str, world: int, cfg: dict, device: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.start_processes(_worker, args=(world, tmp, method, cfg, device), nprocs=world,
+                           start_method="spawn")
+        return torch.load(os.path.join(tmp, "out.pt"))
+
+
+def run(level: str) -> list[dict]:
+    cfg = LEVELS[level]
+    device = "cuda" if torch.cuda.device_count() >= 2 else "cpu"
+    rows = []
+    for method in METHODS:
+        progress(f"data parallel {method}: 1 and 2 processes ({device})")
+        one, two = _measure(method, 1, cfg, device), _measure(method, 2, cfg, device)
+        rows.append({"method": method, "params": one["params"], "batch": cfg["batch"],
+                     "sps_1": one["sps"], "sps_2": two["sps"], "speedup": two["sps"] / one["sps"],
+                     "state_1": one["state"], "state_2": two["state"], "device": device})
+    return rows

@@ -1,0 +1,212 @@
+"""Data parallel ``mlo.solve`` on two gloo processes equals one process on the whole batches.
+
+One spawn runs every two-rank scenario (the processes' start-up is the cost) and saves what
+each rank ended with; the tests compare those with one-process runs here.
+"""
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from betty_func import hypergrad as hg, mlo, optim
+
+from _dp_program import N_TRAIN, N_VAL, QUIET, batch, program, with_buffer
+
+METHODS = ("darts", "cg", "unrolled")
+STEPS = 10  # 5 outer steps: the outer problem updates once per 2 inner updates
+
+
+def _worker(rank: int, world: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank,
+                            world_size=world)
+    try:
+        out = {}
+        debug = mlo.Distributed(check_every=1)
+        for m in METHODS:
+            r = mlo.solve(*program(m), steps=STEPS, distributed=debug, **QUIET)
+            out[m] = (r.params, r.history)
+        r = mlo.solve(*program("cg", zero=True), steps=STEPS, distributed=debug, **QUIET)
+        out["zero"] = (r.params, r.opt_states)
+        for zero in (False, True):
+            noisy = lambda: program("cg", noise=True, zero=zero)  # noqa: E731
+            where = f"{tmp}/ckpt{int(zero)}"
+            torch.manual_seed(100 + rank)
+            out[f"whole{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, **QUIET).params
+            torch.manual_seed(100 + rank)
+            mlo.solve(*noisy(), steps=6, checkpoint_dir=where, checkpoint_every=4, **QUIET)
+            torch.manual_seed(999)  # the resumed run must bring each rank's own stream back
+            out[f"resumed{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, checkpoint_dir=where,
+                                                   checkpoint_every=4, resume=True, **QUIET).params
+        out["counts"] = _count_all_reduces()
+        r = mlo.solve(*with_buffer(), steps=4, distributed=debug, **QUIET)
+        out["buffer"] = (r.params, r.states)
+        out["odd"] = _error(lambda: mlo.solve(*program("cg"), steps=1, **QUIET, distributed=
+                                              mlo.Distributed(shard=True), env=lambda t: {
+                                                  "inner": batch(t, 15, 1)}))
+        try:  # rank 1 is launched with another schedule
+            mlo.solve(*program("cg", unroll_steps=2 + rank), steps=2, **QUIET)
+            out["disagree"] = None
+        except ValueError as e:
+            out["disagree"] = str(e)
+        torch.save(out, f"{tmp}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _error(fn) -> str:
+    try:
+        fn()
+    except ValueError as e:
+        return str(e)
+    return "no error"
+
+
+def _count_all_reduces() -> dict:
+    """All-reduces per step of a one-level problem with three param tensors, and of the cg
+    bilevel program (logging off, so only derivatives communicate)."""
+    calls, real = [], dist.all_reduce
+    dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), real(t, *a, **k))[1]
+    try:
+        fit = lambda p, b: ((b[0] @ p["w"] + p["b"] - b[1][:, None]) ** 2).mean() + p["s"] ** 2
+        one = mlo.Problem("fit", fit, {"w": torch.zeros(12, 1, dtype=torch.float64),
+                                       "b": torch.zeros(1, dtype=torch.float64),
+                                       "s": torch.ones((), dtype=torch.float64)},
+                          optim.sgd(0.1), data=lambda i: batch(i, N_TRAIN, 1))
+        mlo.solve([one], {}, steps=3, **{**QUIET, "log_every": 0})
+        single = list(calls)
+        calls.clear()
+        mlo.solve(*program("cg"), steps=2, **{**QUIET, "log_every": 0})
+        return {"one_level": single, "cg_bilevel": list(calls)}
+    finally:
+        dist.all_reduce = real
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("dp"))
+    ctx = mp.start_processes(_worker, args=(2, tmp), nprocs=2, join=False, start_method="spawn")
+    deadline = time.time() + 600
+    while not ctx.join(timeout=5):
+        if time.time() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the two-process run did not finish in 600 s (a collective hung)")
+    return tmp, [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False)
+                 for r in range(2)]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_ranks_equal_one_process_on_the_concatenated_batches(ranks, method):
+    _, (r0, r1) = ranks
+    single = mlo.solve(*program(method), steps=STEPS, **QUIET)
+    for name in ("inner", "outer"):
+        assert torch.equal(r0[method][0][name], r1[method][0][name])  # identical replicas
+        ref = single.params[name]
+        assert torch.allclose(r0[method][0][name], ref, rtol=0, atol=1e-6), name
+        assert not torch.equal(ref, program(method)[0][0 if name == "inner" else 1].params)
+    # the logged losses are the global ones (the mean over ranks of the shard losses)
+    tags = [t for t in ("inner/loss", "outer/loss", "outer/grad_norm") if t in single.history]
+    assert len(tags) >= 2  # an unrolled lower logs no loss of its own (its window does not)
+    for tag in tags:
+        got = [v for _, v in r0[method][1][tag]]
+        want = [v for _, v in single.history[tag]]
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), tag
+
+
+def test_averaging_per_rank_hypergradients_would_differ():
+    # What naive data parallel does (each rank its own implicit hypergradient, then the mean)
+    # differs from the hypergradient of the whole batch: the inverse of a mean Hessian is not the
+    # mean of inverses. So the comparison above can tell the two apart.
+    (lo, hi), _ = program("cg")
+    (Xt, yt), (Xv, yv) = batch(0, N_TRAIN, 1), batch(0, N_VAL, 2)
+    inner = lambda W, lam, X, y: lo.loss(W, (X, y), outer=lam)  # noqa: E731
+    outer = lambda W, lam, X, y, Xv, yv: hi.loss(lam, (Xv, yv), inner=W)  # noqa: E731
+    g = hg.grad(lambda W, lam, *a: outer(W, lam, *a), lambda W, lam, X, y, *_: inner(W, lam, X, y),
+                hg.cg(maxiter=50))
+    whole = g(lo.params, hi.params, Xt, yt, Xv, yv)
+    halves = [g(lo.params, hi.params, Xt[k::2], yt[k::2], Xv[k::2], yv[k::2]) for k in (0, 1)]
+    naive = (halves[0] + halves[1]) / 2
+    assert float((naive - whole).norm() / whole.norm()) > 1e-2
+
+
+@pytest.mark.parametrize("zero", [0, 1])
+def test_two_ranks_resume_from_a_checkpoint_of_rank_0(ranks, zero):
+    tmp, (r0, r1) = ranks
+    for name in ("inner", "outer"):
+        assert torch.equal(r0[f"resumed{zero}"][name], r0[f"whole{zero}"][name])
+        assert torch.equal(r1[f"resumed{zero}"][name], r1[f"whole{zero}"][name])
+        assert torch.equal(r0[f"whole{zero}"][name], r1[f"whole{zero}"][name])
+    assert sorted(os.listdir(f"{tmp}/ckpt{zero}")) == ["mlo_checkpoint.pt"]  # one writer
+
+
+def test_zero1_shards_the_optimizer_state_and_changes_nothing_else(ranks):
+    _, (r0, r1) = ranks
+    single = mlo.solve(*program("cg"), steps=STEPS, **QUIET)  # unsharded, one process
+    for name in ("inner", "outer"):
+        assert torch.equal(r0["zero"][0][name], r1["zero"][0][name])
+        assert torch.allclose(r0["zero"][0][name], single.params[name], rtol=0, atol=1e-6)
+    # Adam's moments of the 36 inner weights: 18 per rank, and the two halves are the whole
+    halves = [r["zero"][1]["inner"].inner for r in (r0, r1)]
+    assert [h.mu.shape for h in halves] == [torch.Size([18])] * 2
+    whole = single.opt_states["inner"]
+    assert torch.allclose(torch.cat([h.mu for h in halves]), whole.mu.reshape(-1), atol=1e-9)
+    assert torch.allclose(torch.cat([h.nu for h in halves]), whole.nu.reshape(-1), atol=1e-9)
+
+
+def test_one_bucketed_all_reduce_per_derivative(ranks):
+    _, (r0, _) = ranks
+    # one level, three param tensors of 14 values: one all-reduce per update, not three
+    assert r0["counts"]["one_level"] == [14, 14, 14]
+    # bilevel cg (2 steps: 2 inner updates, 1 outer): each inner gradient 1 (36 weights); the
+    # outer update 1 for ∇ of the outer loss (its direct term and cotangent to the lower, 12 + 36),
+    # 1 for the coupling probe (first use of a loss only), 1 for ∇θ of the inner loss, then 5 HVPs
+    # and the mixed product, each one joint (θ, λ) product of 36 + 12
+    c = r0["counts"]["cg_bilevel"]
+    assert c == [36, 36, 48, 36, 36] + [48] * 6, c
+
+
+def test_resuming_on_another_world_size_is_refused(ranks):
+    tmp, _ = ranks
+    with pytest.raises(ValueError, match=r"different number of processes.*world size 2 in .* 1 now"):
+        mlo.solve(*program("cg", noise=True), steps=STEPS, checkpoint_dir=f"{tmp}/ckpt0",
+                  checkpoint_every=4, resume=True, **QUIET)
+
+
+def test_ranks_that_disagree_on_the_program_all_stop_with_the_difference(ranks):
+    _, (r0, r1) = ranks
+    for r in (r0, r1):
+        assert r["disagree"] is not None
+        assert "ranks disagree on the multilevel program (rank 0 vs rank 1, in inner)" in r["disagree"]
+
+
+def test_buffers_are_averaged_over_ranks(ranks):
+    _, (r0, r1) = ranks
+    single = mlo.solve(*with_buffer(), steps=4, **QUIET)
+    for r in (r0, r1):
+        assert torch.allclose(r["buffer"][1]["fit"], single.states["fit"], rtol=0, atol=1e-12)
+        assert torch.allclose(r["buffer"][0]["fit"], single.params["fit"], rtol=0, atol=1e-9)
+
+
+def test_a_batch_that_does_not_split_evenly_is_refused(ranks):
+    _, (r0, r1) = ranks
+    for r in (r0, r1):
+        assert "a batch of 'inner' does not split evenly over 2 ranks (dim 0). Got shape (15, 12)" \
+            in r["odd"]
+
+
+def test_data_parallel_without_a_process_group_is_refused():
+    with pytest.raises(ValueError, match="data parallel needs an initialized process group"):
+        mlo.solve(*program("cg"), steps=1, distributed=True, **QUIET)
+
+
+def test_a_sharded_optimizer_on_an_unrolled_problem_is_refused():
+    (lo, hi), graph = program("unrolled")
+    opt = optim.sharded(lo.optimizer)
+    lo = mlo.Problem("inner", lo.loss, lo.params, opt, data=lo.data,
+                     hypergrad=hg.unrolled(2, opt), unroll_steps=2)
+    with pytest.raises(ValueError, match="'inner' is unrolled, so its updates are differentiated"):
+        mlo.solve([lo, hi], graph, steps=2, **QUIET)
