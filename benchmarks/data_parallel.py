@@ -1,7 +1,8 @@
 """Data parallel ``mlo.solve``: steps/s of the reweighting bilevel step at 1 and 2 processes.
 
 The MWN step of ``mwn.py`` (classifier MLP lower, 1-100-1 reweighting net upper) with a fixed
-global batch (each of 2 ranks takes half), gloo on CPU (one thread per process) or nccl on GPU
+global batch (each of 2 ranks takes half; a small one, where communication and per-call overhead
+dominate, and a large one, where the halved arithmetic does), gloo on CPU (one thread per process) or nccl on GPU
 (one device per process, where there are two). Each configuration runs in fresh spawned
 processes; rank 0 times ``steps`` global steps after ``warmup`` (as the difference between two
 runs, so that the start-up — agreement, broadcast, preflight — is not counted). The ZeRO-1 rows shard the
@@ -21,9 +22,9 @@ import torch.nn.functional as F
 from betty_func import hypergrad as hg, mlo, optim
 from _common import count, mlp, progress
 
-LEVELS = {"smoke": dict(sizes=(784, 16, 10), batch=32, steps=2, warmup=1),
-          "quick": dict(sizes=(784, 108, 10), batch=256, steps=10, warmup=3),
-          "full": dict(sizes=(784, 108, 10), batch=512, steps=30, warmup=5)}
+LEVELS = {"smoke": dict(sizes=(784, 16, 10), batches=(32,), steps=2, warmup=1),
+          "quick": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=6, warmup=2),
+          "full": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=20, warmup=3)}
 METHODS = ("darts", "cg K=3", "unrolled T=1", "cg K=3 + ZeRO-1")
 COLUMNS = [("method", "method"), ("params", "params"), ("batch", "global batch"),
            ("sps_1", "steps/s, 1 proc"), ("sps_2", "steps/s, 2 procs"), ("speedup", "2 / 1"),
@@ -103,13 +104,16 @@ def _measure(method: str, world: int, cfg: dict, device: str) -> dict:
 
 
 def run(level: str) -> list[dict]:
-    cfg = LEVELS[level]
+    level_cfg = LEVELS[level]
     device = "cuda" if torch.cuda.device_count() >= 2 else "cpu"
     rows = []
-    for method in METHODS:
-        progress(f"data parallel {method}: 1 and 2 processes ({device})")
-        one, two = _measure(method, 1, cfg, device), _measure(method, 2, cfg, device)
-        rows.append({"method": method, "params": one["params"], "batch": cfg["batch"],
-                     "sps_1": one["sps"], "sps_2": two["sps"], "speedup": two["sps"] / one["sps"],
-                     "state_1": one["state"], "state_2": two["state"], "device": device})
+    for batch in level_cfg["batches"]:
+        cfg = {**level_cfg, "batch": batch}
+        for method in METHODS:
+            progress(f"data parallel {method}, batch {batch}: 1 and 2 processes ({device})")
+            one, two = _measure(method, 1, cfg, device), _measure(method, 2, cfg, device)
+            rows.append({"method": method, "params": one["params"], "batch": batch,
+                         "sps_1": one["sps"], "sps_2": two["sps"],
+                         "speedup": two["sps"] / one["sps"], "state_1": one["state"],
+                         "state_2": two["state"], "device": device})
     return rows

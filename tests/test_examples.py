@@ -33,6 +33,19 @@ def test_data_reweighting_quick(tmp_path):
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
 
 
+def test_data_reweighting_under_torchrun_on_two_processes(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           str(ROOT / "examples" / "data_reweighting.py"), "--quick", "--methods",
+                           "cg", "--logdir", str(tmp_path / "tb"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["world_size"] == 2 and 0.0 < res["results"]["cg"][0]["test_acc"] <= 1.0
+    assert proc.stdout.count("| cg |") == 1  # rank 0 alone prints
+    assert len(list((tmp_path / "tb").iterdir())) == 1  # and writes TensorBoard logs
+
+
 def test_hpo_weight_decay_quick(tmp_path):
     table, _ = run_quick("hpo_weight_decay.py", tmp_path, "--logdir", "")
     rows = table["learned per-parameter decay (cg)"]

@@ -29,6 +29,18 @@ class Distributed:
 
     Losses must be means over their batch and shards equal in size: then gradients and
     hypergradients equal those of one process on the concatenated batches.
+
+    Example (as ``torchrun --nproc_per_node=2 train.py`` after ``init_process_group()``, each
+    rank fits on 2 of the 4 rows; run alone, one process fits on all 4; asking for
+    ``Distributed(...)`` with no group up is an error, not a silent single-process run):
+        >>> import torch
+        >>> from betty_func import mlo, optim
+        >>> p = mlo.Problem("fit", lambda w, b: ((b @ w - 1.0) ** 2).mean(), torch.zeros(3),
+        ...                 optim.sgd(0.1), data=lambda i: torch.ones(4, 3))
+        >>> dp = mlo.Distributed(check_every=10) if torch.distributed.is_initialized() else None
+        >>> r = mlo.solve([p], {}, steps=50, distributed=dp, progress=False, console=False)
+        >>> [round(v, 3) for v in r.params["fit"].tolist()]
+        [0.333, 0.333, 0.333]
     """
     shard: bool = True
     check_every: int = 0

@@ -7,16 +7,16 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .. import tree
-from .._errors import check_nonneg_int, fail
+from .._errors import check_nonneg_int
 from ..hypergrad._checks import depends
-from ..logging import Console, Progress, TensorBoard
 from . import _checkpoint as ckpt
+from . import _monitor as mon
 from ._context import StepContext, call_loss
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
 from ._graph import API, Graph, build
+from ._monitor import EarlyStopping
 from ._problem import Problem
 from ._step import step as pure_step
 
@@ -31,14 +31,6 @@ class Result:
     history: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)  # buffers of problems that have state
     best: Optional[dict] = None  # validation metrics of the kept params, with roll_back
-
-
-@dataclass
-class EarlyStopping:
-    """Stop when validation ``metric`` has not improved for ``patience`` validations."""
-    metric: str
-    mode: str = "min"
-    patience: int = 5
 
 
 def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable],
@@ -68,10 +60,6 @@ def _peek(src: Source, from_env: dict, name: str) -> Any:
     if src.data is None:
         return None
     return src.data(0) if callable(src.data) else next(iter(src.data))
-
-
-def _scalars(logs: dict) -> dict:
-    return {f"{n}/{k}": float(v) for n, d in logs.items() for k, v in d.items()}
 
 
 def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
@@ -116,30 +104,14 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     g = build(problems, graph)
     rt = runtime(distributed)
     sources = {n: Source(n, p.data) for n, p in g.problems.items()}
-    params = {n: p.params for n, p in g.problems.items()}
-    opt_states = {n: p.optimizer.init(p.params) for n, p in g.problems.items()}
-    states = {n: p.state for n, p in g.problems.items() if p.state is not None}
-    start, history, last_batch, stop = 0, {}, {}, {"best": None, "best_params": None, "bad": 0}
     if rt is not None:
-        rt.agree(signature(g, steps, params))
+        rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
     if seed is not None:
         torch.manual_seed(seed)
-    saved = ckpt.restore(checkpoint_dir, rt) if (resume and checkpoint_dir) else None
-    if saved is not None:
-        (run, local), start = saved, saved[0]["step"]
-        params, opt_states, states = run["params"], {**run["opt_states"], **local["opt_states"]}, \
-            run["states"]
-        history, last_batch, stop = run["history"], run["last_batch"], run["stop"]
-        for n, s in local["sources"].items():
-            sources[n].restore(s)
-        ckpt.set_rng_state(local["rng"])
-    else:
-        if rt is not None:  # every rank starts from rank 0's values
-            params, states = rt.sync(params), rt.sync(states)
-            opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
-        _preflight(g, params, sources, env, rt)
-    check_sharded(g, opt_states)
-    writers = _writers(steps, start, logdir, progress, console) if rt is None or rt.leader else []
+    start, params, opt_states, states, history, last_batch, stop = _start(
+        g, rt, sources, env, checkpoint_dir if resume else None)
+    writers = mon.writers(steps, start, logdir, progress, console) if rt is None or rt.leader \
+        else []
     run = _stepper(g, compile, None if rt is None else rt.replicate)
     t = start
     for t in range(start + 1, steps + 1):
@@ -153,11 +125,11 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         if rt is not None and states:  # buffers (BatchNorm statistics): the mean over ranks
             states = {n: rt.mean(s) if n in names else s for n, s in states.items()}
         if log_every and (t % log_every == 0 or t == steps):
-            _record(history, writers, t, _scalars(logs if rt is None else rt.mean(logs)))
+            mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
         if validate is not None and validate_every and t % validate_every == 0:
-            metrics = _metrics(validate, params) if rt is None or rt.leader else None
+            metrics = mon.metrics_of(validate, params) if rt is None or rt.leader else None
             metrics = metrics if rt is None else rt.share(metrics)
-            if _validate(metrics, params, t, history, writers, stop, early_stopping, roll_back):
+            if mon.validated(metrics, params, t, history, writers, stop, early_stopping, roll_back):
                 break
         if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
             rt.check_replicas(params, t)
@@ -175,6 +147,31 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     return Result(params, opt_states, t, history, states)
 
 
+def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callable],
+           resume_from: Optional[str]) -> tuple:
+    """``(step, params, opt_states, states, history, last_batch, stop)`` to start from: a
+    checkpoint's (this rank's data positions, RNG and optimizer shards) or the problems' own
+    (rank 0's under data parallel), checked by the preflight."""
+    saved = ckpt.restore(resume_from, rt) if resume_from else None
+    if saved is not None:
+        shared, local = saved
+        for n, s in local["sources"].items():
+            sources[n].restore(s)
+        ckpt.set_rng_state(local["rng"])
+        opt_states = {**shared["opt_states"], **local["opt_states"]}
+        check_sharded(g, opt_states)
+        return (shared["step"], shared["params"], opt_states, shared["states"], shared["history"],
+                shared["last_batch"], shared["stop"])
+    params = {n: p.params for n, p in g.problems.items()}
+    states = {n: p.state for n, p in g.problems.items() if p.state is not None}
+    if rt is not None:  # every rank starts from rank 0's values
+        params, states = rt.sync(params), rt.sync(states)
+    opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
+    check_sharded(g, opt_states)
+    _preflight(g, params, sources, env, rt)
+    return 0, params, opt_states, states, {}, {}, {"best": None, "best_params": None, "bad": 0}
+
+
 def _stepper(g: Graph, compile: bool, replicate: Optional[Callable]) -> Callable:
     if not compile:
         return functools.partial(pure_step, g, replicate=replicate)
@@ -186,44 +183,3 @@ def _stepper(g: Graph, compile: bool, replicate: Optional[Callable]) -> Callable
                                                                      replicate=replicate))
         return cache[(names, starts)](*state)
     return run
-
-
-def _writers(steps: int, start: int, logdir: Optional[str], progress: bool, console: bool) -> list:
-    out: list = []
-    if progress:
-        out.append(Progress(steps, start))
-    if console:
-        out.append(Console(steps))
-    if logdir:
-        out.append(TensorBoard(logdir))
-    return out
-
-
-def _record(history: dict, writers: list, t: int, scalars: dict) -> None:
-    for k, v in scalars.items():
-        history.setdefault(k, []).append((t, v))
-    for w in writers:
-        (w.update if isinstance(w, Progress) else w.write)(t, scalars)
-
-
-def _metrics(validate: Callable, params: dict) -> dict:
-    out = validate(params)
-    return {k: float(v) for k, v in (out if isinstance(out, dict) else {"value": out}).items()}
-
-
-def _validate(metrics: dict, params: dict, t: int, history: dict, writers: list, stop: dict,
-              early: Optional[EarlyStopping], roll_back: bool) -> bool:
-    _record(history, [w for w in writers if not isinstance(w, Progress)], t,
-            {f"validation/{k}": float(v) for k, v in metrics.items()})
-    key = early.metric if early else next(iter(metrics))
-    if key not in metrics:
-        fail("solve(..., early_stopping)", f"validation returned no metric {key!r}",
-             sorted(metrics), "Name a metric that `validate` returns.")
-    value, sign = float(metrics[key]), (-1.0 if early and early.mode == "max" else 1.0)
-    if stop["best"] is None or sign * value < sign * stop["best"][key]:
-        stop["best"], stop["bad"] = {k: float(v) for k, v in metrics.items()}, 0
-        if roll_back:
-            stop["best_params"] = tree.map(lambda x: x.detach().clone(), params)
-    else:
-        stop["bad"] += 1
-    return early is not None and stop["bad"] >= early.patience
