@@ -42,6 +42,14 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             out[f"resumed{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, checkpoint_dir=where,
                                                    checkpoint_every=4, resume=True, **QUIET).params
         out["counts"] = _count_all_reduces()
+        calls = []
+
+        def validate(params):  # rank 0 alone runs it; a rank-dependent value shows who did
+            calls.append(rank)
+            return {"score": float(params["outer"].sum()) + 100 * rank}
+        r = mlo.solve(*program("cg"), steps=STEPS, validate=validate, validate_every=2,
+                      early_stopping=mlo.EarlyStopping("score", "max", patience=1), **QUIET)
+        out["validate"] = (calls, r.history["validation/score"], r.step)
         r = mlo.solve(*with_buffer(), steps=4, distributed=debug, **QUIET)
         out["buffer"] = (r.params, r.states)
         out["odd"] = _error(lambda: mlo.solve(*program("cg"), steps=1, **QUIET, distributed=
@@ -181,6 +189,14 @@ def test_ranks_that_disagree_on_the_program_all_stop_with_the_difference(ranks):
     for r in (r0, r1):
         assert r["disagree"] is not None
         assert "ranks disagree on the multilevel program (rank 0 vs rank 1, in inner)" in r["disagree"]
+
+
+def test_rank_0_validates_and_every_rank_stops_alike(ranks):
+    _, (r0, r1) = ranks
+    assert r0["validate"][0] and not r1["validate"][0]  # validate ran on rank 0 only
+    assert r0["validate"][1] == r1["validate"][1]  # its metrics were shared with rank 1
+    assert all(v < 50 for _, v in r1["validate"][1])  # rank 0's values (rank 1's: +100)
+    assert r0["validate"][2] == r1["validate"][2] < STEPS  # early stopping fired on both
 
 
 def test_buffers_are_averaged_over_ranks(ranks):
