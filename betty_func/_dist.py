@@ -1,8 +1,8 @@
 """``torch.distributed`` collectives over pytrees, bucketed: one flat buffer per call.
 
 Every helper takes a process group (None: the default group) and is a no-op at world size 1.
-Floating-point leaves are packed per dtype into one buffer each, so a gradient pytree of any
-number of tensors costs one collective per dtype, not one per tensor.
+Leaves are packed per (device, dtype) into one buffer each, so a gradient pytree of any number
+of tensors costs one collective per dtype, not one per tensor.
 """
 from __future__ import annotations
 
@@ -27,28 +27,40 @@ def rank(group: Optional[Any] = None) -> int:
     return dist.get_rank(group) if initialized() else 0
 
 
-def _buckets(tensors: list) -> dict:
-    """``{dtype: [indices]}`` of the floating tensors (buffers are packed per dtype)."""
+def _buckets(tensors: list, floating: bool = True) -> dict:
+    """``{(device, dtype): [indices]}`` of the (floating) tensors: one buffer per bucket."""
     out: dict = {}
     for i, t in enumerate(tensors):
-        if isinstance(t, torch.Tensor) and t.is_floating_point():
-            out.setdefault(t.dtype, []).append(i)
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or not floating):
+            out.setdefault((t.device, t.dtype), []).append(i)
     return out
+
+
+def _packed(tensors: list, idx: list, group: Optional[Any]) -> torch.Tensor:
+    """One flat buffer of ``tensors[idx]``, on the current CUDA device when the backend is nccl
+    (which cannot reduce CPU tensors: step counters and logged scalars may live there)."""
+    flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx])
+    if dist.get_backend(group) == "nccl" and flat.device.type == "cpu":
+        flat = flat.to(torch.device("cuda", torch.cuda.current_device()))
+    return flat.contiguous()
+
+
+def _unpacked(flat: torch.Tensor, tensors: list, idx: list, out: list) -> None:
+    for i, part in zip(idx, torch.split(flat, [tensors[i].numel() for i in idx])):
+        out[i] = part.view_as(tensors[i]).to(tensors[i].device).clone()
 
 
 def mean_(tensors: list, group: Optional[Any] = None) -> list:
     """The mean over ranks of each floating tensor (others returned as they are); one
-    all-reduce per dtype. Not differentiable (see ``mlo._replicate`` for the autograd form)."""
+    all-reduce per (device, dtype). Not differentiable (see ``mlo._replicate`` for the autograd form)."""
     w = world_size(group)
     out = list(tensors)
     if w == 1:
         return out
     for idx in _buckets(tensors).values():
-        flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx])
+        flat = _packed(tensors, idx, group)
         dist.all_reduce(flat, group=group)
-        flat.div_(w)
-        for i, part in zip(idx, torch.split(flat, [tensors[i].numel() for i in idx])):
-            out[i] = part.view_as(tensors[i])
+        _unpacked(flat.div_(w), tensors, idx, out)
     return out
 
 
@@ -57,15 +69,10 @@ def broadcast(tensors: list, src: int = 0, group: Optional[Any] = None) -> list:
     if world_size(group) == 1:
         return list(tensors)
     out = list(tensors)
-    by_dtype: dict = {}
-    for i, t in enumerate(tensors):
-        if isinstance(t, torch.Tensor):
-            by_dtype.setdefault(t.dtype, []).append(i)
-    for idx in by_dtype.values():
-        flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx]).contiguous()
+    for idx in _buckets(tensors, floating=False).values():
+        flat = _packed(tensors, idx, group)
         dist.broadcast(flat, src=src, group=group)
-        for i, part in zip(idx, torch.split(flat, [tensors[i].numel() for i in idx])):
-            out[i] = part.view_as(tensors[i]).clone()
+        _unpacked(flat, tensors, idx, out)
     return out
 
 
