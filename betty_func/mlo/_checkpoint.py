@@ -68,4 +68,6 @@ def restore(directory: str | Path, rt: Any) -> Optional[tuple[dict, dict]]:
              "different number of processes", f"world size {saved.get('world_size', 1)} in "
              f"{Path(directory) / FILE}, {world} now",
              "Resume with the world size it was written with, or start afresh (resume=False).")
+    if "ranks" not in saved:  # written before data parallel: one process, its parts at the top
+        return saved, {"rng": saved["rng"], "sources": saved["sources"], "opt_states": {}}
     return saved, saved["ranks"][rank]
