@@ -58,7 +58,7 @@ def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, f
     train = DataLoader(TensorDataset(*splits.train), batch_size=a.batch, shuffle=True, drop_last=ddp)
     meta = DataLoader(TensorDataset(*splits.meta), batch_size=a.batch, shuffle=True, drop_last=ddp)
     lr = optim.multistep(a.lr, [a.steps // 2, 3 * a.steps // 4], 0.1)
-    sgd = optim.sgd(lr, momentum=0.9, weight_decay=5e-4)
+    sgd = optim.sgd(lr, momentum=0.9, weight_decay=a.weight_decay)
 
     def plain_loss(params, batch):
         return F.cross_entropy(cls(params, batch[0]), batch[1])
@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.1, help="classifier SGD rate (MultiStepLR)")
     ap.add_argument("--meta-lr", type=float, default=1e-3, help="reweighting net Adam rate")
+    ap.add_argument("--weight-decay", type=float, default=5e-4, help="classifier weight decay")
     ap.add_argument("--imbalance", type=float, default=100.0)
     ap.add_argument("--no-normalize", dest="normalize", action="store_false",
                     help="use mean(w * loss) (Betty's tutorial) instead of sum(w * loss) / sum(w)")
