@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from betty_func import hypergrad as hg, mlo, optim
+from betty_func import hypergrad as hg, mlo, optim, tree
 from _common import count, mlp, progress
 
 LEVELS = {"smoke": dict(sizes=(784, 16, 10), batches=(32,), steps=2, warmup=1),
@@ -80,20 +80,12 @@ def _worker(rank: int, world: int, tmp: str, method: str, cfg: dict, device: str
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - t)
     seconds = seconds[1] - seconds[0]
-    state = sum(x.numel() * x.element_size() for s in r.opt_states.values()
-                for x in _tensors(s)) / 2 ** 20
+    state = sum(x.numel() * x.element_size() for x in tree.leaves(r.opt_states)
+                if isinstance(x, torch.Tensor)) / 2 ** 20
     if rank == 0:
         torch.save({"sps": cfg["steps"] / seconds, "params": n, "state": state}, f"{tmp}/out.pt")
     if world > 1:
         dist.destroy_process_group()
-
-
-def _tensors(x: object) -> list:
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (tuple, list)):
-        return [t for v in x for t in _tensors(v)]
-    return [t for v in x.values() for t in _tensors(v)] if isinstance(x, dict) else []
 
 
 def _measure(method: str, world: int, cfg: dict, device: str) -> dict:

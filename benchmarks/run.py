@@ -13,6 +13,7 @@ tensors go back to the OS and each measurement sees only its own allocations.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -22,6 +23,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SUITES = ["floor", "mwn", "meta", "unrolled", "accuracy", "dp"]
+MODULES = {"floor": "floor", "mwn": "mwn", "meta": "meta", "unrolled": "unrolled_memory",
+           "dp": "data_parallel"}  # suites with one table: module.run(level) and COLUMNS
 
 
 def machine() -> str:
@@ -36,26 +39,10 @@ def machine() -> str:
 def run_suite(name: str, level: str, backend: str) -> tuple[object, str]:
     """(rows, markdown) of one suite."""
     import _common as c
-    if name == "floor":
-        import floor
-        rows = floor.run(level, backend)
-        return rows, c.markdown(rows, floor.COLUMNS)
-    if name == "mwn":
-        import mwn
-        rows = mwn.run(level)
-        return rows, c.markdown(rows, mwn.COLUMNS)
-    if name == "meta":
-        import meta
-        rows = meta.run(level)
-        return rows, c.markdown(rows, meta.COLUMNS)
-    if name == "unrolled":
-        import unrolled_memory
-        rows = unrolled_memory.run(level)
-        return rows, c.markdown(rows, unrolled_memory.COLUMNS)
-    if name == "dp":
-        import data_parallel
-        rows = data_parallel.run(level)
-        return rows, c.markdown(rows, data_parallel.COLUMNS)
+    if name in MODULES:
+        mod = importlib.import_module(MODULES[name])
+        rows = mod.run(level, backend) if name == "floor" else mod.run(level)
+        return rows, c.markdown(rows, mod.COLUMNS)
     import accuracy
     rows = {"sweep": accuracy.sweep(level), "warm_start": accuracy.warm_vs_cold(level)}
     return rows, (c.markdown(rows["sweep"], accuracy.COLUMNS) + "\n\nCG warm vs cold start:\n\n"

@@ -47,7 +47,7 @@ def _packed(tensors: list, idx: list, group: Optional[Any]) -> torch.Tensor:
 
 def _unpacked(flat: torch.Tensor, tensors: list, idx: list, out: list) -> None:
     for i, part in zip(idx, torch.split(flat, [tensors[i].numel() for i in idx])):
-        out[i] = part.view_as(tensors[i]).to(tensors[i].device).clone()
+        out[i] = part.view_as(tensors[i]).to(tensors[i].device)
 
 
 def mean_(tensors: list, group: Optional[Any] = None) -> list:

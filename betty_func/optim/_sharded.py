@@ -18,12 +18,13 @@ class ShardedState(NamedTuple):
     inner: PyTree  # ``opt``'s state over this rank's slice of the flattened params
 
 
-def _flat(api: str, xs: PyTree) -> torch.Tensor:
-    leaves = tree.leaves(xs)
-    if len({x.dtype for x in leaves}) > 1:
-        fail(api, "ZeRO-1 flattens the params into one vector, so they must share a dtype",
-             sorted({str(x.dtype) for x in leaves}), "Cast them to one dtype, or shard per group.")
-    return torch.cat([x.reshape(-1) for x in leaves])
+def _ravel(xs: PyTree) -> tuple[torch.Tensor, Any]:
+    """``tree.ravel`` of one dtype (a mixed pytree would be promoted silently)."""
+    dtypes = {x.dtype for x in tree.leaves(xs)}
+    if len(dtypes) > 1:
+        fail(API, "ZeRO-1 flattens the params into one vector, so they must share a dtype",
+             sorted(str(d) for d in dtypes), "Cast them to one dtype, or shard per group.")
+    return tree.ravel(xs)
 
 
 def sharded(opt: Optimizer, group: Optional[Any] = None) -> Optimizer:
@@ -60,24 +61,19 @@ def sharded(opt: Optimizer, group: Optional[Any] = None) -> Optimizer:
         return torch.nn.functional.pad(flat, (0, per * w - flat.numel()))[lo:lo + per]
 
     def init(params: PyTree) -> ShardedState:
-        flat = _flat(API, params)
-        return ShardedState(opt.init(mine(flat)))
+        return ShardedState(opt.init(mine(_ravel(params)[0])))
 
     def update(grads: PyTree, state: ShardedState, params: PyTree = None
                ) -> tuple[PyTree, ShardedState]:
-        flat = _flat(API, grads)
-        p = None if params is None else mine(_flat(API, params).detach())
+        flat, unravel = _ravel(grads)
+        p = None if params is None else mine(_ravel(params)[0].detach())
         u, inner = opt.update(mine(flat), state.inner, p)
-        per, _, w = bounds(flat.numel())
+        w = _dist.world_size(group)
         if w > 1:
             parts = [torch.empty_like(u) for _ in range(w)]
             dist.all_gather(parts, u.contiguous(), group=group)
             u = torch.cat(parts)
-        leaves = tree.leaves(grads)
-        pieces = torch.split(u[:flat.numel()], [x.numel() for x in leaves])
-        updates = tree.unflatten(tree.structure(grads),
-                                 [q.view_as(x) for q, x in zip(pieces, leaves)])
-        return updates, ShardedState(inner)
+        return unravel(u[:flat.numel()]), ShardedState(inner)
 
     rate = None if opt.learning_rate is None else (lambda s: opt.learning_rate(s.inner))
     return Optimizer(init, update, rate)
