@@ -1,21 +1,27 @@
 r"""Few-shot classification on MNIST classes: MAML, first-order MAML and iMAML, tasks in a vmap.
 
-Meta-train on digits 0-4, meta-test on digits 5-9 (disjoint classes), 5-way K-shot tasks. The
-meta-batch is one lower problem whose params have a leading task dimension: every loss runs the
-tasks through ``torch.vmap``, not a Python loop, and ``env`` hands each step's tasks to both
-levels (coupled data, Betty's ``Env``). ``reset`` starts each inner loop from the meta-params φ.
+Meta-train on digits 0-4, each turned by 0°, 90°, 180° and 270° as a class of its own (20
+classes, the Omniglot protocol's augmentation), meta-test on the unseen digits 5-9 (disjoint
+classes), 5-way K-shot tasks. The meta-batch is one lower problem whose params have a leading
+task dimension: every loss runs the tasks through ``torch.vmap``, not a Python loop, and ``env``
+hands each step's tasks to both levels (coupled data, Betty's ``Env``). ``reset`` starts each
+inner loop from the meta-params φ.
 
 * MAML (Finn et al., 2017): ``hypergrad.unrolled`` through the inner SGD steps.
 * first-order MAML: the response Jacobian taken as the identity; with a proximal term
   λ/2 |θ - φ|² this is ``implicit(identity(1/λ), exact_mixed())``, which returns the query
   gradient at the adapted params exactly.
 * iMAML (Rajeswaran et al., 2019): inner loss + λ/2 |θ - φ|², ``hypergrad.cg`` at the adapted
-  params, one CG per task (``batch_dims=1``: a joint CG over the meta-batch mixes the tasks'
-  spectra; per task it lifted 5-shot training-digit accuracy from 38% to 59%).
+  params, one CG per task (``batch_dims=1``), damped: CG solves (H + (λ + δ) I) x = λ g. After
+  5 SGD steps from the untrained φ0 the support-loss Hessian H has eigenvalues near -2, so with
+  δ = 0 and λ = 1 the system is indefinite and CG returns directions nearly orthogonal to the
+  true (unrolled) meta-gradient; with λ = 2 and 20 inner steps it starts well but drifts to where
+  the inner SGD diverges (training-class accuracy 71% before, 43% after 40 meta steps). The
+  iMAML authors' code damps the same way (its CG matrix is 2I + H/(λ + 10)).
 
-With only five meta-training classes every training task holds the same digits (relabelled), so
-the meta-learned initialization fits digits 0-4 and transfers little to 5-9: the table reports
-both, and the same adaptation from the untrained initialization for reference.
+Measured (one seed, 600 meta-test tasks, 172 s on 2 CPU cores), meta-test accuracy on digits
+5-9: 1-shot MAML 49.9 / first-order 49.8 / iMAML 50.0 %, 5-shot 71.6 / 60.1 / 60.6 %, against
+47.9 / 43.0 / 43.0 and 56.8 / 46.8 / 46.8 % for the same adaptation from the untrained φ0.
 
 Run:  python examples/maml.py            (3 methods x 1-shot and 5-shot)
       python examples/maml.py --quick    (seconds; the smoke test)
@@ -59,7 +65,8 @@ def build(method: str, a: argparse.Namespace, phi0, tasks_at):
 
     method_obj = {"maml": lambda: hg.unrolled(a.inner_steps, inner_opt),
                   "fomaml": lambda: hg.implicit(linsolve.identity(1.0 / lam), hg.exact_mixed()),
-                  "imaml": lambda: hg.cg(maxiter=a.cg_iters, batch_dims=1)}[method]()  # a CG per task
+                  "imaml": lambda: hg.cg(maxiter=a.cg_iters, damping=a.cg_damping,
+                                             batch_dims=1)}[method]()  # a CG per task
     batched = tree.map(lambda p: p.expand(a.meta_batch, *p.shape).clone(), phi0)
     adapt = mlo.Problem("adapt", adapt_loss, batched, inner_opt, hypergrad=method_obj,
                         unroll_steps=a.inner_steps,
@@ -67,6 +74,15 @@ def build(method: str, a: argparse.Namespace, phi0, tasks_at):
                             lambda p: p.expand(a.meta_batch, *p.shape).clone(), meta))
     meta = mlo.Problem("meta", meta_loss, phi0, optim.adam(a.meta_lr))
     return [adapt, meta], {"meta": ["adapt"]}
+
+
+def rotated(X: torch.Tensor, y: torch.Tensor, digits: range, rotations: int) -> tuple:
+    """``digits`` turned by each multiple of 90° up to ``rotations``, each turn a class of its own
+    (the Omniglot protocol's augmentation, Santoro et al. 2016): labels ``digit * 4 + turn``."""
+    keep = torch.isin(y, torch.tensor(list(digits)))
+    img = X[keep].reshape(-1, 28, 28)
+    xs = [torch.rot90(img, k, (1, 2)).reshape(len(img), -1) for k in range(rotations)]
+    return torch.cat(xs), torch.cat([y[keep] * 4 + k for k in range(rotations)])
 
 
 def evaluate(phi, sampler, method: str, a: argparse.Namespace, n_tasks: int) -> tuple:
@@ -101,8 +117,11 @@ def main() -> None:
     ap.add_argument("--inner-steps", type=int, default=5)
     ap.add_argument("--inner-lr", type=float, default=0.5)
     ap.add_argument("--meta-lr", type=float, default=1e-3)
-    ap.add_argument("--prox", type=float, default=1.0, help="iMAML / first-order λ")
+    ap.add_argument("--prox", type=float, default=0.3, help="iMAML / first-order λ")
     ap.add_argument("--cg-iters", type=int, default=5)
+    ap.add_argument("--cg-damping", type=float, default=10.0, help="iMAML: CG on H + (λ + δ) I")
+    ap.add_argument("--rotations", type=int, default=4, choices=[1, 2, 3, 4],
+                    help="meta-train classes: digits 0-4 turned by 0°, 90°, ... (4: 20 classes)")
     ap.add_argument("--queries", type=int, default=15)
     ap.add_argument("--test-tasks", type=int, default=600)
     ap.add_argument("--logdir", default="runs/maml", help="TensorBoard; '' for none")
@@ -116,7 +135,7 @@ def main() -> None:
     results, t0 = [], time.time()
     for seed in a.seeds:
         for shots in a.shots:
-            train = TaskSampler(X, y, 5, shots, a.queries, classes=range(5))
+            train = TaskSampler(*rotated(X, y, range(5), a.rotations), 5, shots, a.queries)
             test = TaskSampler(X, y, 5, shots, a.queries, classes=range(5, 10))
             for method in a.methods:
                 torch.manual_seed(seed)
@@ -144,7 +163,7 @@ def main() -> None:
     print(f"\n{a.test_tasks} meta-test tasks on unseen digits 5-9, {a.steps} meta steps, "
           f"{time.time() - t0:.0f} s\n")
     print("| method | shots | meta-test, digits 5-9 (%) | same adaptation from untrained φ0 (%) | "
-          "meta-train digits 0-4 (%) |")
+          "meta-train classes (%) |")
     print("|---|---|---|---|---|")
     for s in a.shots:
         for m in a.methods:
