@@ -4,7 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+
+from betty_func.data import long_tailed_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +35,32 @@ def test_data_reweighting_quick(tmp_path):
     assert set(table) == {"baseline", "darts", "cg", "neumann"}
     assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
+
+
+def test_data_reweighting_reads_full_mnist_from_disk(tmp_path):
+    import gzip
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 600), ("t10k", 30)):
+        for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28))),
+                          ("labels-idx1", np.arange(n) % 10)):
+            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                           for d in arr.shape)
+            with gzip.open(raw / f"{stem}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.astype(np.uint8).tobytes())
+    table, stdout = run_quick("data_reweighting.py", tmp_path, "--logdir", "", "--methods",
+                              "baseline", "cg", "--mnist-root", str(tmp_path))
+    assert set(table) == {"baseline", "cg"}
+    train = sum(long_tailed_counts(50, 100.0, 10, seed=0))  # 60 per class, 10 held for meta
+    assert f"long-tailed MNIST (full, imbalance 100, train {train})" in stdout
+    # test accuracy is over the 30 test digits: a multiple of 1/30
+    acc = table["cg"][0]["test_acc"]
+    assert abs(acc * 30 - round(acc * 30)) < 1e-4
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "data_reweighting.py"),
+                           "--quick", "--mnist-root", str(tmp_path / "nowhere")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "nowhere" in proc.stderr and "no file at" in proc.stderr
 
 
 def test_data_reweighting_under_torchrun_on_two_processes(tmp_path):
@@ -76,3 +106,37 @@ def test_bundled_data_and_missing_path(tmp_path):
     assert X.shape == (10000, 784) and float(X.max()) == 1.0 and int(y.bincount()[5]) == 863
     with pytest.raises(FileNotFoundError, match=r"data\.mnist10k\(path\): no file at '.*nope\.npz'"):
         mnist10k(tmp_path / "nope.npz")
+
+
+def _example(name: str):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_data_reweighting_shift_moves_each_digit_within_the_bound():
+    shifted = _example("data_reweighting").shifted
+    img = torch.zeros(3, 28, 28)
+    img[:, 10:14, 12:15] = torch.arange(1.0, 13.0).reshape(4, 3)  # a patch well inside the frame
+    batch = [(x.reshape(-1), torch.tensor(i)) for i, x in enumerate(img)]
+    torch.manual_seed(0)
+    X, y = shifted(2)(batch)
+    assert X.shape == (3, 784) and y.tolist() == [0, 1, 2]
+    for before, after in zip(img, X.reshape(3, 28, 28)):
+        moved = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(torch.roll(before, (dy, dx), (0, 1)), after)]
+        assert len(moved) == 1  # a pure translation by at most 2 px
+    X0, _ = shifted(0)(batch)
+    assert torch.equal(X0, img.reshape(3, -1))
+
+
+def test_maml_rotations_are_classes_of_their_own():
+    rotated = _example("maml").rotated
+    X = torch.arange(2 * 784, dtype=torch.float32).reshape(2, 784)
+    y = torch.tensor([3, 7])
+    Xr, yr = rotated(X, y, range(5), 4)  # digit 7 is not among 0-4
+    assert yr.tolist() == [12, 13, 14, 15]
+    assert torch.equal(Xr[0], X[0])
+    assert torch.equal(Xr[2].reshape(28, 28), X[0].reshape(28, 28).flip(0, 1))  # turned 180°
