@@ -17,8 +17,7 @@ inner loop from the meta-params φ.
   about -1.8, so with δ = 0 and λ = 1 the system is indefinite and CG returns directions nearly
   orthogonal to the true (unrolled) meta-gradient; with λ = 2 and 20 inner steps it starts well
   but drifts to where the inner SGD diverges (training-class accuracy 71% before, 43% after 40
-  meta steps). The
-  iMAML authors' code damps the same way (its CG matrix is 2I + H/(λ + 10)).
+  meta steps). The iMAML authors' code damps the same way (its CG matrix is 2I + H/(λ + 10)).
 
 Measured (one seed, 600 meta-test tasks, 172 s on 2 CPU cores), meta-test accuracy on digits
 5-9: 1-shot MAML 49.9 / first-order 49.8 / iMAML 50.0 %, 5-shot 71.6 / 60.1 / 60.6 %, against
