@@ -138,12 +138,13 @@ def main() -> None:
     leader = not dist.is_initialized() or dist.get_rank() == 0
     print_ = print if leader else (lambda *args, **kw: None)
     pool = load_mnist(a.mnist_root, train=True) if a.mnist_root else mnist10k()
+    # full MNIST: the tutorial's test set, MNIST's own 10k test digits; else 200 held-out per class
+    test = load_mnist(a.mnist_root, train=False) if a.mnist_root else None
     results, t0 = {m: [] for m in a.methods}, time.time()
     for seed in a.seeds:
         splits = long_tailed_splits(*pool, imbalance=a.imbalance, meta_per_class=a.meta_per_class,
-                                    test_per_class=0 if a.mnist_root else 200, seed=seed)
-        if a.mnist_root:  # the tutorial's test set: MNIST's own 10k test digits
-            splits = splits._replace(test=load_mnist(a.mnist_root, train=False))
+                                    test_per_class=0 if test is not None else 200, seed=seed)
+        splits = splits._replace(test=test) if test is not None else splits
         for m in a.methods:
             t = time.time()
             test_acc, meta_acc = run(seed, m, a, splits)

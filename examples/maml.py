@@ -132,10 +132,11 @@ def main() -> None:
         a.steps, a.test_tasks, a.meta_batch, a.shots = 3, 20, 4, [1]
     torch.set_num_threads(min(2, torch.get_num_threads()))
     X, y = mnist10k()
+    train_classes = rotated(X, y, range(5), a.rotations)
     results, t0 = [], time.time()
     for seed in a.seeds:
         for shots in a.shots:
-            train = TaskSampler(*rotated(X, y, range(5), a.rotations), 5, shots, a.queries)
+            train = TaskSampler(*train_classes, 5, shots, a.queries)
             test = TaskSampler(X, y, 5, shots, a.queries, classes=range(5, 10))
             for method in a.methods:
                 torch.manual_seed(seed)

@@ -1,11 +1,11 @@
 """Offline data: bundled digits, long-tailed splits, task sampler, loaders for a user's disk."""
-import gzip
 import pickle
 
 import numpy as np
 import pytest
 import torch
 
+from _idx import write_idx
 from betty_func.data import (TaskSampler, load_cifar10, load_mnist, long_tailed_counts,
                              long_tailed_splits, mnist10k)
 
@@ -62,12 +62,6 @@ def test_task_sampler_errors():
         TaskSampler(X, y, ways=5, shots=1, queries=1, classes=[0, 1, 2])
     with pytest.raises(ValueError, match=r"`shots` must be >= 1"):
         TaskSampler(X, y, ways=2, shots=0, queries=1)
-
-
-def write_idx(path, array, gz):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _idx import write_idx
 from betty_func.data import long_tailed_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,17 +39,12 @@ def test_data_reweighting_quick(tmp_path):
 
 
 def test_data_reweighting_reads_full_mnist_from_disk(tmp_path):
-    import gzip
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for stem, n in (("train", 600), ("t10k", 30)):
-        for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28))),
-                          ("labels-idx1", np.arange(n) % 10)):
-            header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big")
-                                                           for d in arr.shape)
-            with gzip.open(raw / f"{stem}-{kind}-ubyte.gz", "wb") as f:
-                f.write(header + arr.astype(np.uint8).tobytes())
+        write_idx(raw / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)), gz=True)
+        write_idx(raw / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10, gz=True)
     table, stdout = run_quick("data_reweighting.py", tmp_path, "--logdir", "", "--methods",
                               "baseline", "cg", "--mnist-root", str(tmp_path))
     assert set(table) == {"baseline", "cg"}
