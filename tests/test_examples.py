@@ -33,7 +33,7 @@ def test_hpo_logreg_quick(tmp_path):
 
 def test_data_reweighting_quick(tmp_path):
     table, _ = run_quick("data_reweighting.py", tmp_path, "--logdir", str(tmp_path / "tb"))
-    assert set(table) == {"baseline", "class-balanced", "darts", "cg", "neumann"}
+    assert set(table) == {"baseline", "class-balanced", "darts", "cg", "neumann", "darts-size"}
     assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
 
@@ -126,6 +126,17 @@ def test_data_reweighting_shift_moves_each_digit_within_the_bound():
         assert len(moved) == 1  # a pure translation by at most 2 px
     X0, _ = shifted(0)(batch)
     assert torch.equal(X0, img.reshape(3, -1))
+
+
+def test_data_reweighting_net_reads_the_loss_or_the_class_size():
+    net_input = _example("data_reweighting").net_input
+    losses = torch.tensor([0.5, 2.0, 0.1], requires_grad=True)
+    labels, counts = torch.tensor([2, 0, 2]), torch.tensor([100.0, 30.0, 1000.0])
+    by_loss = net_input("cg", losses, labels, counts)
+    assert by_loss.shape == (3, 1) and not by_loss.requires_grad  # ℓ_i detached: w is a weight
+    torch.testing.assert_close(by_loss[:, 0], losses.detach())
+    torch.testing.assert_close(net_input("darts-size", losses, labels, counts)[:, 0],
+                               torch.tensor([3.0, 2.0, 3.0]))  # log10 of its class's size
 
 
 def test_maml_rotations_are_classes_of_their_own():
