@@ -187,3 +187,64 @@ def test_method_per_edge_overrides_the_problem_default():
                                console=False).params["upper"]
     assert rel(run(exact) - p.lam, -p.hypergrad(p.lam)) < 1e-8
     assert rel(run(rough) - p.lam, -p.hypergrad(p.lam)) > 1e-3
+
+
+class Chain:
+    """top > mid > low, the structure that crashed the Function-based scheduler: the middle's
+    loss reads its upper and its lower, the top reads the middle only, the bottom its upper.
+
+    L_low = ½ lᵀH_l l - lᵀP m,   L_mid = ½ mᵀH_m m - mᵀR t + ½ w |l - e|²,   L_top = ½|m - c|² + ½μ|t|²
+    """
+
+    def __init__(self, nl=5, nm=4, nt=3, w=0.7, mu=0.2, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        r = lambda *s: torch.randn(*s, generator=g, dtype=F64)  # noqa: E731
+        spd = lambda n, k: testing.quadratic(d_inner=n, d_outer=1, kappa=k, seed=seed + n).H  # noqa
+        self.Hl, self.Hm = spd(nl, 4.0), spd(nm, 5.0)
+        self.P, self.R, self.e, self.c = r(nl, nm), r(nm, nt), r(nl), r(nm)
+        self.w, self.mu, self.t0 = w, mu, r(nt)
+
+    def low(self, l, batch, *, mid):
+        return 0.5 * l @ (self.Hl @ l) - l @ (self.P @ mid)
+
+    def mid(self, m, batch, *, low, top):
+        return 0.5 * m @ (self.Hm @ m) - m @ (self.R @ top) + 0.5 * self.w * ((low - self.e) ** 2).sum()
+
+    def top(self, t, batch, *, mid):
+        return 0.5 * ((mid - self.c) ** 2).sum() + 0.5 * self.mu * (t ** 2).sum()
+
+    def mid_star(self, t):
+        A = torch.linalg.solve(self.Hl, self.P)  # l* = A m
+        return torch.linalg.solve(self.Hm + self.w * A.T @ A, self.R @ t + self.w * A.T @ self.e)
+
+    def phi(self, t):
+        return self.top(t, None, mid=self.mid_star(t))
+
+    def fd_hypergrad(self, h=1e-6):
+        return torch.stack([(self.phi(self.t0 + h * e) - self.phi(self.t0 - h * e)) / (2 * h)
+                            for e in torch.eye(len(self.t0), dtype=F64)])
+
+    def lam_max(self):
+        A = torch.linalg.solve(self.Hl, self.P)
+        return (float(torch.linalg.eigvalsh(self.Hl)[-1]),
+                float(torch.linalg.eigvalsh(self.Hm + self.w * A.T @ A)[-1]))
+
+
+@pytest.mark.parametrize("kind", ["cg", "neumann"])
+def test_three_level_chain_cg_neumann_on_both_lower_levels(kind):
+    """20 global steps (the middle unrolls 20 updates per top update), every level at its optimum:
+    the top's first update is -lr times the nested finite-difference hypergradient."""
+    ch = Chain()
+    ll, lm = ch.lam_max()
+    low_m, mid_m = ((hg.cg(maxiter=5), hg.cg(maxiter=4)) if kind == "cg" else
+                    (hg.neumann(steps=80, alpha=1 / ll), hg.neumann(steps=120, alpha=1 / lm)))
+    m0 = ch.mid_star(ch.t0)
+    probs = [mlo.Problem("low", ch.low, torch.linalg.solve(ch.Hl, ch.P @ m0), optim.sgd(1e-3),
+                         hypergrad=low_m),
+             mlo.Problem("mid", ch.mid, m0, optim.sgd(1e-3), hypergrad=mid_m, unroll_steps=20),
+             mlo.Problem("top", ch.top, ch.t0, optim.sgd(1.0))]
+    r = mlo.solve(probs, {"top": ["mid"], "mid": ["low"]}, steps=20, progress=False,
+                  console=False, log_every=1)
+    assert [t for t, _ in r.history["top/loss"]] == [20]
+    assert rel(r.params["top"] - ch.t0, -ch.fd_hypergrad()) < (1e-7 if kind == "cg" else 1e-5)
+    assert rel(r.params["mid"], m0) < 1e-10

@@ -171,7 +171,7 @@ def test_no_step_state_outlives_its_step(method):
     cycle through the responses' autograd nodes once leaked ~20 MB per step."""
     import gc
 
-    from betty_func.mlo._context import StepContext
+    from betty_func.mlo._context import Ctx as StepContext
     if method == "three_levels":
         from test_mlo_levels import Nested
         nz = Nested(1.0)

@@ -10,10 +10,11 @@ from ._exact_mixed import exact_mixed
 from ._finite_difference import finite_difference
 from ._grad import grad
 from ._hvp import forward_over_reverse, reverse_over_reverse
-from ._implicit import Implicit, LossGrad, implicit
+from ._implicit import Implicit, implicit
+from ._inner import Keyed, LossGrad, LossInner, Updates
 from ._method import HypergradInfo, Method
 from ._unrolled import Unrolled, unrolled
 
 __all__ = ["grad", "implicit", "Implicit", "LossGrad", "unrolled", "cg", "neumann", "darts", "exact", "exact_mixed",
            "finite_difference", "reverse_over_reverse", "forward_over_reverse", "HypergradInfo",
-           "Method", "Unrolled"]
+           "Method", "Unrolled", "LossInner", "Updates", "Keyed"]

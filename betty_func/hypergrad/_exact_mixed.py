@@ -48,4 +48,5 @@ def exact_mixed() -> Callable[..., PyTree]:
         once.probe(getattr(grad_theta, "key", grad_theta), coupled(grad_theta, theta), lam, theta)
 
     mixed.check = check
+    mixed.name = "hypergrad.exact_mixed()"
     return mixed

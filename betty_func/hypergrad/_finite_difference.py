@@ -74,4 +74,5 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
                                       tree.axpy(-step, p, theta), lam, batched)
         return tree.scale(1 / (2 * step), tree.sub(g_plus, g_minus))
 
+    mixed.name = f"hypergrad.finite_difference(eps={eps}" + ("" if batched else ", batched=False") + ")"
     return mixed

@@ -3,31 +3,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from torch.func import grad, vjp
-
 from .. import linsolve as ls
 from .. import tree
-from ._checks import depends
+from .._errors import fail
 from ._exact_mixed import exact_mixed
 from ._hvp import reverse_over_reverse
+from ._inner import LossInner
 from ._method import HypergradInfo, Loss, outer_grads
 
 PyTree = Any
 GradFn = Callable[[PyTree, PyTree], PyTree]
-
-
-class LossGrad:
-    """``(θ, λ) -> ∇ loss(θ, λ, *args)`` in θ (``argnum=0``) or λ (``argnum=1``), with the loss
-    checked for scalar output and for depending on the differentiated argument. ``key`` is the
-    user's loss, a stable identity for per-loss caches (bound methods: their function)."""
-
-    def __init__(self, api: str, loss: Loss, argnum: int, args: tuple):
-        name = ("inner_params", "outer_params")[argnum]
-        self._fn = grad(depends(api, "inner_loss", loss, name), argnums=argnum)
-        self.key, self._args = getattr(loss, "__func__", loss), args
-
-    def __call__(self, theta: PyTree, lam: PyTree) -> PyTree:
-        return self._fn(theta, lam, *self._args)
 
 
 class Implicit:
@@ -37,62 +22,80 @@ class Implicit:
               \qquad (\partial_\theta g)^\top p = \nabla_\theta F,
               \qquad g(\theta, \lambda) = \nabla_\theta L
 
-    Build with :func:`implicit`. Two entry points: ``method(outer_loss, inner_loss, θ, λ, args, init,
-    with_info)`` (what ``hypergrad.grad`` calls) and :meth:`response_vjp`, the root form used by the
-    multilevel scheduler, where ``g`` may be any differentiable optimality map.
+    Build with :func:`implicit`. ``method(outer_loss, inner_loss, θ, λ, args, init, with_info)`` is
+    what ``hypergrad.grad`` calls; :meth:`pullback` is the method protocol (``_inner.py``) that
+    ``mlo.solve`` uses too, where ``g`` is a lower problem's total gradient.
     """
+
+    unrolls = False
 
     def __init__(self, solve: ls.LinearSolver, mixed: Callable, hvp: Callable):
         self.solve, self.mixed, self.hvp = solve, mixed, hvp
-        self.api = f"hypergrad.implicit(solve={solve!r})"
+        mixed_name = getattr(mixed, "name", None)
+        self.api = f"hypergrad.implicit(solve={solve!r}" + (
+            f", mixed={mixed_name}" if mixed_name and mixed_name != "hypergrad.exact_mixed()"
+            else "") + (", hvp=forward_over_reverse" if hvp is not reverse_over_reverse else "") + ")"
 
     def __repr__(self) -> str:
         return self.api
 
-    def response_vjp(self, grad_theta: GradFn, grad_lam: Optional[GradFn], theta: PyTree,
-                     lam: PyTree, v: PyTree, init: Optional[PyTree] = None, with_info: bool = False
-                     ) -> tuple[PyTree, Optional[HypergradInfo]]:
+    def pullback(self, inner: Any, theta: PyTree, lam: PyTree, v: PyTree,
+                 init: Optional[PyTree] = None, with_info: bool = False
+                 ) -> tuple[PyTree, Optional[HypergradInfo]]:
         r"""Pull the cotangent ``v`` on θ* back to λ: :math:`-(\partial_\lambda g)^\top
-        (\partial_\theta g)^{-\top} v`. ``grad_lam`` (∇λ of the inner objective) is needed only
-        by ``finite_difference``. Cost: the solver's products + one mixed term."""
+        (\partial_\theta g)^{-\top} v`. Cost: the solver's products + one mixed term."""
         if init is not None:
             tree.check_same(self.api, init, theta, ("init", "inner_params"))
-        matvec, mixed, linearized = self._linearize(grad_theta, grad_lam, theta, lam)
+        matvec, mixed, linearized = self._linearize(inner, theta, lam)
         info = None
         if with_info:
             p, s = self.solve.with_info(matvec, v, init)
             g = linearized()  # ∇θL at θ, free once linearized
-            g = grad_theta(theta, lam) if g is None else g
+            g = inner.grad(theta, lam) if g is None else g
             info = HypergradInfo(s.residual_norm, s.iterations, tree.norm(g), p)
         else:
             p = self.solve(matvec, v, init)
         return tree.neg(mixed(p)), info
 
-    def _linearize(self, grad_theta: GradFn, grad_lam: Optional[GradFn], theta: PyTree,
-                   lam: PyTree) -> tuple[Callable, Callable, Callable]:
-        """``(v -> H v, p -> (∂λ g)ᵀ p, () -> g or None)``. With reverse-over-reverse products and
-        the exact mixed term, one ``vjp`` of ``g`` in (θ, λ) serves both, on the first product
-        (what a hand-written autograd implementation does: no second gradient pass for the
-        mixed term); the coupling check then runs once per loss."""
-        if self.hvp is reverse_over_reverse and hasattr(self.mixed, "check"):
-            self.mixed.check(grad_theta, theta, lam)
+    def response_jvp(self, inner: Any, theta: PyTree, lam: PyTree, dlam: PyTree) -> PyTree:
+        r"""The first-order move of θ* when λ moves by ``dlam``:
+        :math:`-(\partial_\theta g)^{-1}(\partial_\lambda g)\,d\lambda` (forward mode)."""
+        from torch.func import jvp
+        _, u = jvp(lambda l: inner.grad(theta, l), (lam,), (dlam,))
+        matvec = lambda w: jvp(lambda th: inner.grad(th, lam), (theta,), (w,))[1]  # noqa: E731
+        return self.solve(matvec, tree.neg(u))
+
+    def _linearize(self, inner: Any, theta: PyTree, lam: PyTree) -> tuple[Callable, Callable, Callable]:
+        """``(v -> H v, p -> (∂λ g)ᵀ p, () -> g or None)``. With reverse-over-reverse products, one
+        linearization of ``g`` in (θ, λ), on the first product, serves every product and (with
+        the exact mixed term) the mixed term too: no second gradient pass."""
+        if self.hvp is reverse_over_reverse:
             cache: dict = {}
 
             def pull(u: PyTree) -> tuple:
                 if "vjp" not in cache:
-                    cache["grad"], cache["vjp"] = vjp(grad_theta, theta, lam)
+                    cache["grad"], cache["vjp"] = inner.linearize(theta, lam)
                 return cache["vjp"](u)
-            return (lambda u: pull(u)[0]), (lambda p: pull(p)[1]), (lambda: cache.get("grad"))
-        matvec = self.hvp(lambda th: grad_theta(th, lam), theta)
-        return (matvec, lambda p: self.mixed(grad_theta, grad_lam, theta, lam, p),
+            if hasattr(self.mixed, "check"):
+                self.mixed.check(inner.grad, theta, lam)
+                mixed = lambda p: pull(p)[1]  # noqa: E731
+            else:
+                mixed = lambda p: self.mixed(inner.grad, inner.grad_outer, theta, lam, p)  # noqa
+            return (lambda u: pull(u)[0]), mixed, (lambda: cache.get("grad"))
+        if not getattr(inner, "plain", True):
+            fail(self.api, "forward-over-reverse products are not available on a problem that "
+                 "has lower problems of its own (its optimality map is differentiated in reverse "
+                 "mode through their responses)", "hvp=forward_over_reverse",
+                 "Use the default hvp=reverse_over_reverse on middle levels.")
+        matvec = self.hvp(lambda th: inner.grad(th, lam), theta)
+        return (matvec, lambda p: self.mixed(inner.grad, inner.grad_outer, theta, lam, p),
                 getattr(matvec, "gradient", lambda: None))
 
     def __call__(self, outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree, args: tuple,
                  init: Optional[PyTree], with_info: bool) -> tuple[PyTree, Optional[HypergradInfo]]:
         v, direct = outer_grads(self.api, outer_loss, theta, lam, args)
-        g_theta = LossGrad(self.api, inner_loss, 0, args)
-        g_lam = LossGrad(self.api, inner_loss, 1, args)
-        back, info = self.response_vjp(g_theta, g_lam, theta, lam, v, init, with_info)
+        back, info = self.pullback(LossInner(self.api, inner_loss, args), theta, lam, v, init,
+                                   with_info)
         return tree.add(direct, back), info
 
 

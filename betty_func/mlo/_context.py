@@ -1,8 +1,8 @@
-"""What one global step shares while problems update: batches, buffers, windows, diagnostics."""
+"""What the functions of one global step read (batches, buffers, windows), and the loss call."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -13,31 +13,33 @@ from ._graph import API, Graph
 PyTree = Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class Window:
-    """An unrolled problem's window run this step: its start, batches and pullback."""
+    """An unrolled problem's window taken this step: its start, batches, the RNG state it began
+    with, and (eager, when an upper updates in the same step) the pullback of the updates."""
     theta0: PyTree
     state0: PyTree
-    batches: list
-    pullback: Callable
+    batches: tuple
+    rng: Any = None
+    pullback: Optional[Callable] = None
 
 
-@dataclass
-class StepContext:
-    """What one global step shares: the graph, each problem's current batch, this step's unrolled
-    windows, solver diagnostics per edge (tensors), and how deep in nested transforms we are."""
+@dataclass(frozen=True)
+class Ctx:
+    """What the functions of one global step read: the graph, each problem's batch, the
+    problems' buffers, this step's unrolled windows and the data-parallel hook. Immutable: a
+    function that changes a batch or a buffer passes on a new one (``with_batch``)."""
     graph: Graph
     batch: dict
     state: dict = field(default_factory=dict)
     windows: dict = field(default_factory=dict)
-    infos: dict = field(default_factory=dict)  # (upper, lower) -> CG residual norm (detached)
-    depth: int = 0
-    moving: bool = False  # inside a finite difference: responses move to first order
-    base: dict = field(default_factory=dict)  # committed params: where responses' values hold
     replicate: Any = None  # data parallel: params enter losses through it (see _replicate.py)
 
+    def with_batch(self, name: str, batch: Any) -> "Ctx":
+        return replace(self, batch={**self.batch, name: batch})
 
-def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
+
+def call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     """``loss(params[name], batch, **reads)`` split into ``(scalar, metrics, new_state)``, checked
     (``new_state`` is None for problems without state); under bf16/fp16 autocast for a problem
     with ``precision``, its value returned in the params' dtype."""
@@ -51,7 +53,7 @@ def call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, 
     return value.to(leaf.dtype), metrics, new_state
 
 
-def _call_loss(ctx: StepContext, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
+def _call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, Any]:
     p = ctx.graph.problems[name]
     if ctx.replicate is not None:  # one bucketed all-reduce in each derivative of this loss
         used = {n: params[n] for n in (name, *p.reads)}

@@ -10,7 +10,7 @@ from .. import optim, tree
 from .._errors import check_nonneg_int, fail
 
 PyTree = Any
-Method = Union[hg.Implicit, hg.Unrolled]
+Method = Any  # anything with the method protocol's `pullback` (hypergrad/_inner.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +85,7 @@ class Problem:
             fail(api, "`precision` must be None, 'bf16' or 'fp16'", repr(self.precision))
         self._check_methods(api)
         if self.precision == "fp16":
-            if any(isinstance(m, hg.Unrolled) for m in self._methods()):
+            if self.unrolled:
                 fail(api, "precision='fp16' does not support an unrolled method (its updates are "
                      "differentiated, and loss scaling covers only plain updates)", "unrolled",
                      "Use precision='bf16', or an implicit method.")
@@ -108,16 +108,20 @@ class Problem:
 
     def _check_methods(self, api: str) -> None:
         for m in self._methods():
-            if m is not None and not isinstance(m, (hg.Implicit, hg.Unrolled)):
+            if m is not None and not callable(getattr(m, "pullback", None)):
                 fail(api, "`hypergrad` must be a hypergradient method or {upper: method}",
-                     type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts().")
-            if isinstance(m, hg.Unrolled) and (m.steps != self.unroll_steps
-                                               or m.optimizer is not self.optimizer):
-                fail(api, "an unrolled method must unroll this problem's own updates: `steps` must "
-                     "equal `unroll_steps` and `optimizer` must be this problem's optimizer",
-                     f"steps={m.steps}, unroll_steps={self.unroll_steps}, same optimizer object: "
-                     f"{m.optimizer is self.optimizer}",
-                     "Build it as hypergrad.unrolled(problem_unroll_steps, problem_optimizer).")
+                     type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts() "
+                     "(a method of your own needs a `pullback`: see hypergrad/_inner.py).")
+            if not getattr(m, "unrolls", False):
+                continue
+            steps, opt = getattr(m, "steps", None), getattr(m, "optimizer", None)
+            if (steps is not None and steps != self.unroll_steps) or \
+                    (opt is not None and opt is not self.optimizer):
+                fail(api, "an unrolled method must unroll this problem's own updates: `steps`, "
+                     "if given, must equal `unroll_steps` and `optimizer`, if given, must be this "
+                     "problem's optimizer", f"steps={steps}, unroll_steps={self.unroll_steps}, "
+                     f"same optimizer object: {opt is None or opt is self.optimizer}",
+                     "Leave them out: hypergrad.unrolled() takes both from the problem.")
 
     def method_for(self, upper: str) -> Method:
         """The method an upper named ``upper`` uses to differentiate through this problem."""
@@ -126,7 +130,8 @@ class Problem:
 
     @property
     def unrolled(self) -> bool:
-        return any(isinstance(m, hg.Unrolled) for m in self._methods())
+        """True when a method differentiates through this problem's updates (a window)."""
+        return any(getattr(m, "unrolls", False) for m in self._methods())
 
 
 _DEFAULT = hg.cg(maxiter=10)

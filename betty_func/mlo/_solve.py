@@ -11,7 +11,7 @@ from .._errors import check_nonneg_int
 from ..hypergrad._checks import depends
 from . import _checkpoint as ckpt
 from . import _monitor as mon
-from ._context import StepContext, call_loss
+from ._context import Ctx, call_loss
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
@@ -44,10 +44,10 @@ def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable],
         for name, p in g.problems.items():
             batch = _peek(sources[name], from_env, name)
             batch = batch if rt is None else rt.shard({name: [batch]})[name][0]
-            ctx = StepContext(g, {name: batch}, states)
+            ctx = Ctx(g, {name: batch}, states)
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
 
-            def loss(sub: dict, name: str = name, ctx: StepContext = ctx) -> torch.Tensor:
+            def loss(sub: dict, name: str = name, ctx: Ctx = ctx) -> torch.Tensor:
                 return call_loss(ctx, name, {**params, **sub})[0]
             what = "its params" + (" or any problem below it" if len(own) > 1 else "")
             torch.func.grad(depends(API, f"the loss of '{name}'", loss, what))(

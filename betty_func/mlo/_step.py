@@ -1,15 +1,18 @@
 """One global step as a pure function of explicit state and this step's batches."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
+from torch.func import vjp
 
 from .. import optim, tree
+from ..hypergrad._unrolled import _rng_snapshot, _run
+from ._context import Ctx, Window, call_reset
 from ._graph import Graph
-from . import _window
-from ._context import StepContext, call_reset
-from ._total_grad import total_grad
+from ._lower import Lower
+from ._sweep import total_grad
 
 PyTree = Any
 
@@ -27,57 +30,85 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     (tensors: no host sync). ``replicate`` (data parallel) wraps the params entering every loss
     so that each derivative is averaged over ranks (``_replicate.py``).
     """
-    ctx = StepContext(graph, dict(last_batch), dict(states), replicate=replicate)
+    ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate)
     params, opt_states, logs = dict(params), dict(opt_states), {}
     for name in names:
         p = graph.problems[name]
+        value, metrics, grads, scale, residuals = None, {}, None, None, {}
         if p.unrolled:
-            theta, state = _window.update(ctx, name, params, opt_states[name], batches[name])
-            value, metrics, grads, scale = None, {}, None, None
+            theta, state, ctx = _window(ctx, name, params, opt_states[name], batches[name], names)
         else:
             if p.reset is not None and name in starts:
                 params[name] = call_reset(p, params[name], params)
             scale = (None if p.optimizer.loss_scale is None
                      else p.optimizer.loss_scale(opt_states[name]))
-            grads, value, metrics = _accumulated(ctx, name, params, batches[name], scale)
+            grads, value, metrics, residuals, ctx = _accumulated(ctx, name, params,
+                                                                 batches[name], scale)
             theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
             if p.project is not None:
                 theta = p.project(theta)
             if scale is not None:  # fp16: the scale and skipped steps are logged too
                 metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
-        logs[name] = _log(value, metrics, grads, ctx, name)
+        logs[name] = _log(value, metrics, grads, residuals)
         if scale is not None:  # the norm of the true (unscaled) gradient
             logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
         if p.optimizer.learning_rate is not None:  # the rate this update used
             logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
         params[name], opt_states[name] = theta, state
-    for name, batch_list in batches.items():
-        ctx.batch[name] = batch_list[-1]
-    return params, opt_states, ctx.state, ctx.batch, logs
+    last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
+    return params, opt_states, ctx.state, last, logs
 
 
-def _accumulated(ctx: StepContext, name: str, params: dict, batches: list,
-                 scale: Any = None) -> tuple[PyTree, torch.Tensor, dict]:
-    total, value, metrics = None, 0.0, {}
+def _accumulated(ctx: Ctx, name: str, params: dict, batches: list,
+                 scale: Any = None) -> tuple[PyTree, torch.Tensor, dict, dict, Ctx]:
+    total, value, metrics, residuals = None, 0.0, {}, {}
     for b in batches:
-        ctx.batch[name] = b
-        g, v, (metrics, new_state) = total_grad(ctx, name, (name,), params, scale)
+        ctx = ctx.with_batch(name, b)
+        g, v, metrics, new_state, residuals = total_grad(ctx, name, params, scale=scale,
+                                                         nested=False)
         if new_state is not None:  # buffers advance with each batch of the problem's own update
-            ctx.state[name] = tree.map(torch.Tensor.detach, new_state)
+            ctx = replace(ctx, state={**ctx.state, name: tree.map(torch.Tensor.detach, new_state)})
         total = g[name] if total is None else tree.add(total, g[name])
         value = value + v.detach()
     n = len(batches)
-    return (total if n == 1 else tree.scale(1.0 / n, total)), value / n, metrics
+    grads = total if n == 1 else tree.scale(1.0 / n, total)
+    return grads, value / n, metrics, residuals, ctx
 
 
-def _log(value: Any, metrics: dict, grads: Any, ctx: StepContext, name: str) -> dict:
+def _window(ctx: Ctx, name: str, params: dict, state: PyTree, batches: list,
+            names: tuple) -> tuple[PyTree, PyTree, Ctx]:
+    """An unrolled problem's ``unroll_steps`` updates. When an upper updates in this same step
+    (eager), they run inside ``vjp`` over the ancestors and the pullback is kept for it, so the
+    window is not run twice; compiled, the upper's pullback re-runs it."""
+    g = ctx.graph
+    w = Window(params[name], state, tuple(batches), _rng_snapshot(params[name]))
+    ctx = replace(ctx, windows={**ctx.windows, name: w})
+    u = Lower(ctx, name, params).updates
+    x = {a: params[a] for a in g.ancestors_in_order(name)}
+    keep = (not torch.compiler.is_compiling() and any(up in names for up in g.uppers[name])
+            and not any(getattr(g.problems[name].method_for(up), "checkpoint_every", 0)
+                        for up in g.uppers[name]))
+    if not keep:
+        theta, new_state = _run(u, x, u.theta0, u.state0, 0, u.steps)
+        return theta, new_state, ctx
+
+    def window(xx: dict) -> tuple[PyTree, list]:
+        th, st = _run(u, xx, u.theta0, u.state0, 0, u.steps)
+        return th, tree.leaves(st)  # aux must be tensors (a state may hold None)
+
+    theta, pull, leaves = vjp(window, x, has_aux=True)
+    w = replace(w, pullback=lambda v: pull(v)[0])
+    ctx = replace(ctx, windows={**ctx.windows, name: w})
+    return theta, tree.unflatten(tree.structure(state), leaves), ctx
+
+
+def _log(value: Any, metrics: dict, grads: Any, residuals: dict) -> dict:
     out = {}
     if value is not None:
         out["loss"] = value.detach()
     out.update({k: torch.as_tensor(v).detach() for k, v in metrics.items()})
     if grads is not None:
         out["grad_norm"] = tree.norm(grads).detach()
-    for (upper, lower), residual in ctx.infos.items():
-        if upper == name:
-            out[f"residual/{lower}"] = residual
+    for lower, residual in residuals.items():
+        out[f"residual/{lower}"] = residual
     return out
