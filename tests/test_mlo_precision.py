@@ -8,7 +8,7 @@ from betty_func import hypergrad as hg, mlo, optim
 QUIET = dict(progress=False, console=False, log_every=1)
 
 
-def logreg_bilevel(precision, seen):
+def logreg_bilevel(precision, seen, maxiter=60):
     """Softmax regression (20 features, 3 classes) with per-feature log decays learned on a
     validation set: well conditioned (decay >= e^-1 on every weight)."""
     g = torch.Generator().manual_seed(0)
@@ -24,7 +24,7 @@ def logreg_bilevel(precision, seen):
         return F.cross_entropy(Xv @ lower, yv)
 
     lower = mlo.Problem("lower", inner, 0.1 * torch.randn(20, 3, generator=g), optim.sgd(0.0),
-                        hypergrad=hg.cg(maxiter=60), precision=precision)
+                        hypergrad=hg.cg(maxiter=maxiter), precision=precision)
     upper = mlo.Problem("upper", outer, torch.full((20,), -1.0), optim.sgd(1.0),
                         precision=precision)
     return [lower, upper], {"upper": ["lower"]}

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .._errors import check_nonneg_int
+from .._errors import check_nonneg_int, fail
 from ..hypergrad._checks import depends
 from . import _checkpoint as ckpt
 from . import _monitor as mon
@@ -67,7 +68,7 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
           validate: Optional[Callable[[dict], Any]] = None, validate_every: int = 0,
           log_every: int = 50, logdir: Optional[str] = None, progress: bool = True,
           console: bool = True, checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0,
-          resume: bool = False, compile: bool = False, seed: Optional[int] = None,
+          resume: bool = False, compile: Any = False, seed: Optional[int] = None,
           early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False,
           distributed: Union[None, bool, Distributed] = None) -> Result:
     """Run ``steps`` global steps of the multilevel program ``graph = {upper: [lowers]}``.
@@ -81,7 +82,10 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     steps only, printed, shown on a progress line and written to TensorBoard under ``logdir``.
     ``checkpoint_dir`` with ``checkpoint_every`` saves the whole state atomically; with
     ``resume=True`` a run continues where the checkpoint stopped, bit for bit. ``compile=True``
-    runs the pure step through ``torch.compile``. ``early_stopping`` stops on a validation
+    compiles the whole step (every update and every hypergradient through the lowers) with
+    ``torch.compile(fullgraph=True)``, once per pattern of updating problems, its time logged
+    as ``compile/seconds``; ``compile="reduce-overhead"`` (CUDA graphs) or another mode, or a
+    dict of ``torch.compile`` arguments, picks how. ``early_stopping`` stops on a validation
     metric; ``roll_back`` returns the params of the best validation.
 
     Data parallel: under an initialized ``torch.distributed`` group of more than one process
@@ -112,7 +116,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         g, rt, sources, env, checkpoint_dir if resume else None)
     writers = mon.writers(steps, start, logdir, progress, console) if rt is None or rt.leader \
         else []
-    run = _stepper(g, compile, None if rt is None else rt.replicate)
+    compiled_at: list = []
+    run = _stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
     t = start
     for t in range(start + 1, steps + 1):
         names = g.updates_at(t)
@@ -124,6 +129,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
                                                            states, batches, last_batch)
         if rt is not None and states:  # buffers (BatchNorm statistics): the mean over ranks
             states = {n: rt.mean(s) if n in names else s for n, s in states.items()}
+        if compiled_at:  # a new pattern of updating problems was compiled in this step
+            mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
         if log_every and (t % log_every == 0 or t == steps):
             mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
         if validate is not None and validate_every and t % validate_every == 0:
@@ -169,17 +176,48 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
     opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
     check_sharded(g, opt_states)
     _preflight(g, params, sources, env, rt)
-    return 0, params, opt_states, states, {}, {}, {"best": None, "best_params": None, "bad": 0}
+    last_batch = {n: None for n in g.order}  # one structure from step 1 on: no recompile
+    return 0, params, opt_states, states, {}, last_batch, {"best": None, "best_params": None,
+                                                           "bad": 0}
 
 
-def _stepper(g: Graph, compile: bool, replicate: Optional[Callable]) -> Callable:
+def _stepper(g: Graph, compile: Any, replicate: Optional[Callable], report: Callable) -> Callable:
+    """The step function ``solve`` runs: eager, or compiled whole (``fullgraph=True``: a graph
+    break is an error, never a silent fallback) once per pattern of updating problems, the
+    compile time reported once per pattern."""
     if not compile:
         return functools.partial(pure_step, g, replicate=replicate)
+    options = compile_options(compile)
     cache: dict = {}
 
     def run(names: tuple, starts: tuple, *state: Any) -> Any:
-        if (names, starts) not in cache:
-            cache[(names, starts)] = torch.compile(functools.partial(pure_step, g, names, starts,
-                                                                     replicate=replicate))
-        return cache[(names, starts)](*state)
+        key = (names, starts)
+        if not names:  # nothing updates (inside an unrolled window): nothing to compile
+            return pure_step(g, names, starts, *state, replicate=replicate)
+        if key in cache:
+            return cache[key](*state)
+        cache[key] = torch.compile(functools.partial(pure_step, g, names, starts,
+                                                     replicate=replicate), **options)
+        t0 = time.perf_counter()
+        out = cache[key](*state)
+        report(time.perf_counter() - t0)
+        return out
     return run
+
+
+def compile_options(compile: Any) -> dict:
+    """``torch.compile`` keyword arguments for ``solve(compile=...)``: True (inductor), a mode
+    (``"reduce-overhead"``: CUDA graphs, ``"max-autotune"``...) or a dict of arguments (e.g.
+    ``{"backend": "aot_eager"}``); ``fullgraph`` is always True."""
+    api = "solve(..., compile)"
+    if compile is True:
+        return {"fullgraph": True}
+    if isinstance(compile, str):
+        return {"fullgraph": True, "mode": compile}
+    if isinstance(compile, dict):
+        if compile.get("fullgraph", True) is not True:
+            fail(api, "the step always compiles as one graph (fullgraph=True)", compile,
+                 "Leave `fullgraph` out.")
+        return {**compile, "fullgraph": True}
+    fail(api, "`compile` must be False, True, a torch.compile mode or a dict of its arguments",
+         repr(compile), "Pass e.g. compile=True or compile='reduce-overhead'.", exc=TypeError)
