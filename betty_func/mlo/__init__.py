@@ -14,6 +14,7 @@ from ._distributed import Distributed
 from ._graph import Graph, build, schedule
 from ._problem import Problem
 from ._solve import EarlyStopping, Result, solve
+from ._state import State, due, init, stack, step, unstack, with_params
 
 __all__ = ["Problem", "solve", "schedule", "Result", "EarlyStopping", "Graph", "build",
-           "Distributed"]
+           "Distributed", "State", "init", "step", "due", "stack", "unstack", "with_params"]

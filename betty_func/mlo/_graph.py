@@ -1,7 +1,7 @@
 """The problem graph ``{upper: [lowers]}``: validation, relations, execution order, periods."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .._errors import fail
@@ -10,7 +10,7 @@ from ._problem import Problem
 API = "solve(problems, graph)"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Graph:
     problems: dict            # name -> Problem
     lowers: dict              # name -> tuple of direct lower names
@@ -19,6 +19,7 @@ class Graph:
     descendants: dict         # name -> frozenset
     order: tuple              # bottom-up: every problem after all its lowers
     period: dict              # name -> global steps between two updates (a window for unrolled)
+    compiled: dict = field(default_factory=dict, repr=False)  # compiled steps, by options
 
     def ancestors_in_order(self, name: str) -> tuple:
         """``name``'s ancestors, bottom-up (the order a response's inputs are flattened in)."""

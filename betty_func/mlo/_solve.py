@@ -1,25 +1,22 @@
 """``mlo.solve``: run a multilevel program, log it, validate it, checkpoint it."""
 from __future__ import annotations
 
-import functools
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .._errors import check_nonneg_int, fail
-from ..hypergrad._checks import depends
+from .._errors import check_nonneg_int
 from . import _checkpoint as ckpt
 from . import _monitor as mon
-from ._context import Ctx, call_loss
+from ._preflight import peek, preflight
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
 from ._graph import API, Graph, build
 from ._monitor import EarlyStopping
 from ._problem import Problem
-from ._step import step as pure_step
+from ._state import State, advance, stepper
 
 
 @dataclass
@@ -32,35 +29,6 @@ class Result:
     history: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)  # buffers of problems that have state
     best: Optional[dict] = None  # validation metrics of the kept params, with roll_back
-
-
-def _preflight(g: Graph, params: dict, sources: dict, env: Optional[Callable],
-               rt: Optional[Runtime]) -> None:
-    """Before any update: every loss returns a scalar (or (scalar, metrics)) and depends on its
-    own params or on a problem below it — else its update would be a silent zero. Batches are
-    peeked (this rank's shard) without moving any data position or RNG."""
-    states = {n: q.state for n, q in g.problems.items()}
-    with torch.random.fork_rng():
-        from_env = env(1) if env is not None else {}
-        for name, p in g.problems.items():
-            batch = _peek(sources[name], from_env, name)
-            batch = batch if rt is None else rt.shard({name: [batch]})[name][0]
-            ctx = Ctx(g, {name: batch}, states)
-            own = [name] + [r for r in p.reads if r in g.descendants[name]]
-
-            def loss(sub: dict, name: str = name, ctx: Ctx = ctx) -> torch.Tensor:
-                return call_loss(ctx, name, {**params, **sub})[0]
-            what = "its params" + (" or any problem below it" if len(own) > 1 else "")
-            torch.func.grad(depends(API, f"the loss of '{name}'", loss, what))(
-                {n: params[n] for n in own})
-
-
-def _peek(src: Source, from_env: dict, name: str) -> Any:
-    if name in from_env:
-        return from_env[name]
-    if src.data is None:
-        return None
-    return src.data(0) if callable(src.data) else next(iter(src.data))
 
 
 def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
@@ -112,23 +80,20 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
     if seed is not None:
         torch.manual_seed(seed)
-    start, params, opt_states, states, history, last_batch, stop = _start(
-        g, rt, sources, env, checkpoint_dir if resume else None)
+    compiled_at: list = []
+    run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
+    state, history, stop = _start(g, rt, sources, env, checkpoint_dir if resume else None)
+    start = t = state.step
     writers = mon.writers(steps, start, logdir, progress, console) if rt is None or rt.leader \
         else []
-    compiled_at: list = []
-    run = _stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
-    t = start
     for t in range(start + 1, steps + 1):
         names = g.updates_at(t)
-        starts = tuple(n for n in names if g.starts_inner_loop(n, t))
         batches = draw(sources, g, names, env, t)
-        if rt is not None:
-            batches = rt.shard(batches)
-        params, opt_states, states, last_batch, logs = run(names, starts, params, opt_states,
-                                                           states, batches, last_batch)
-        if rt is not None and states:  # buffers (BatchNorm statistics): the mean over ranks
-            states = {n: rt.mean(s) if n in names else s for n, s in states.items()}
+        state, logs = advance(state, batches if rt is None else rt.shard(batches), run)
+        if rt is not None and state.states:  # buffers (BatchNorm statistics): mean over ranks
+            state = replace(state, states={n: rt.mean(s) if n in names else s
+                                           for n, s in state.states.items()})
+        params, opt_states, states = state.params, state.opt_states, state.states
         if compiled_at:  # a new pattern of updating problems was compiled in this step
             mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
         if log_every and (t % log_every == 0 or t == steps):
@@ -144,21 +109,22 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
             shared, own = split_states(opt_states)
             ckpt.snapshot(checkpoint_dir, {"step": t, "params": params, "opt_states": shared,
                                            "states": states, "history": history,
-                                           "last_batch": last_batch, "stop": stop},
+                                           "last_batch": state.last_batch, "stop": stop},
                           {"rng": ckpt.rng_state(), "opt_states": own,
                            "sources": {n: s.state() for n, s in sources.items()}}, rt)
     for w in writers:
         getattr(w, "close", lambda: None)()
     if roll_back and stop["best_params"] is not None:
-        return Result(stop["best_params"], opt_states, t, history, states, stop["best"])
-    return Result(params, opt_states, t, history, states)
+        return Result(stop["best_params"], state.opt_states, t, history, state.states,
+                      stop["best"])
+    return Result(state.params, state.opt_states, t, history, state.states)
 
 
 def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callable],
-           resume_from: Optional[str]) -> tuple:
-    """``(step, params, opt_states, states, history, last_batch, stop)`` to start from: a
-    checkpoint's (this rank's data positions, RNG and optimizer shards) or the problems' own
-    (rank 0's under data parallel), checked by the preflight."""
+           resume_from: Optional[str]) -> tuple[State, dict, dict]:
+    """``(state, history, stop)`` to start from: a checkpoint's (this rank's data positions, RNG
+    and optimizer shards) or the problems' own (rank 0's under data parallel), checked by the
+    preflight."""
     saved = ckpt.restore(resume_from, rt) if resume_from else None
     if saved is not None:
         shared, local = saved
@@ -167,57 +133,19 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
         ckpt.set_rng_state(local["rng"])
         opt_states = {**shared["opt_states"], **local["opt_states"]}
         check_sharded(g, opt_states)
-        return (shared["step"], shared["params"], opt_states, shared["states"], shared["history"],
-                shared["last_batch"], shared["stop"])
+        last = {**{n: None for n in g.order}, **shared["last_batch"]}
+        return (State(g, shared["step"], shared["params"], opt_states, shared["states"], last),
+                shared["history"], shared["stop"])
     params = {n: p.params for n, p in g.problems.items()}
     states = {n: p.state for n, p in g.problems.items() if p.state is not None}
     if rt is not None:  # every rank starts from rank 0's values
         params, states = rt.sync(params), rt.sync(states)
     opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
     check_sharded(g, opt_states)
-    _preflight(g, params, sources, env, rt)
-    last_batch = {n: None for n in g.order}  # one structure from step 1 on: no recompile
-    return 0, params, opt_states, states, {}, last_batch, {"best": None, "best_params": None,
-                                                           "bad": 0}
-
-
-def _stepper(g: Graph, compile: Any, replicate: Optional[Callable], report: Callable) -> Callable:
-    """The step function ``solve`` runs: eager, or compiled whole (``fullgraph=True``: a graph
-    break is an error, never a silent fallback) once per pattern of updating problems, the
-    compile time reported once per pattern."""
-    if not compile:
-        return functools.partial(pure_step, g, replicate=replicate)
-    options = compile_options(compile)
-    cache: dict = {}
-
-    def run(names: tuple, starts: tuple, *state: Any) -> Any:
-        key = (names, starts)
-        if not names:  # nothing updates (inside an unrolled window): nothing to compile
-            return pure_step(g, names, starts, *state, replicate=replicate)
-        if key in cache:
-            return cache[key](*state)
-        cache[key] = torch.compile(functools.partial(pure_step, g, names, starts,
-                                                     replicate=replicate), **options)
-        t0 = time.perf_counter()
-        out = cache[key](*state)
-        report(time.perf_counter() - t0)
-        return out
-    return run
-
-
-def compile_options(compile: Any) -> dict:
-    """``torch.compile`` keyword arguments for ``solve(compile=...)``: True (inductor), a mode
-    (``"reduce-overhead"``: CUDA graphs, ``"max-autotune"``...) or a dict of arguments (e.g.
-    ``{"backend": "aot_eager"}``); ``fullgraph`` is always True."""
-    api = "solve(..., compile)"
-    if compile is True:
-        return {"fullgraph": True}
-    if isinstance(compile, str):
-        return {"fullgraph": True, "mode": compile}
-    if isinstance(compile, dict):
-        if compile.get("fullgraph", True) is not True:
-            fail(api, "the step always compiles as one graph (fullgraph=True)", compile,
-                 "Leave `fullgraph` out.")
-        return {**compile, "fullgraph": True}
-    fail(api, "`compile` must be False, True, a torch.compile mode or a dict of its arguments",
-         repr(compile), "Pass e.g. compile=True or compile='reduce-overhead'.", exc=TypeError)
+    with torch.random.fork_rng():  # peeking draws no data position and no random number
+        from_env = env(1) if env is not None else {}
+        peeked = {n: peek(sources[n], from_env, n) for n in g.order}
+    preflight(g, params, peeked if rt is None else
+              {n: rt.shard({n: [b]})[n][0] for n, b in peeked.items()})
+    state = State(g, 0, params, opt_states, states, {n: None for n in g.order})
+    return state, {}, {"best": None, "best_params": None, "bad": 0}

@@ -1,0 +1,238 @@
+"""The functional API: ``state = mlo.init(problems, graph)``, ``state, logs = mlo.step(state, batches)``.
+
+A :class:`State` holds everything a multilevel program carries from one global step to the next
+(params, optimizer states, buffers, each problem's latest batch) as a pytree of tensors; the
+program and the step count ride along as static data. ``mlo.step`` is pure: no host sync, no
+logging, nothing kept elsewhere, so ``torch.vmap`` over a leading axis of the state runs a batch
+of independent programs (seeds, hyperparameter settings) in one call. ``mlo.solve`` is a loop
+over the same step with data, logging, validation and checkpoints around it.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+import types
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+import torch.utils._pytree as torch_pytree
+
+from .. import tree
+from .._errors import fail
+from ._graph import Graph, build
+from ._data import Source
+from ._preflight import peek, preflight
+from ._problem import Problem
+from ._step import step as pure_step
+
+PyTree = Any
+API = "mlo.step(state, batches)"
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """A program between two global steps: ``step`` steps done; ``params``, ``opt_states`` and
+    ``states`` (buffers) by problem name; ``last_batch``, each problem's latest batch (read when
+    its response is differentiated at a step where it does not update). A pytree whose leaves
+    are the tensors (``graph`` and ``step`` are static)."""
+    graph: Graph
+    step: int
+    params: dict
+    opt_states: dict
+    states: dict
+    last_batch: dict
+
+
+def _flatten(s: State) -> tuple[list, tuple]:
+    """Children: every leaf but None (a problem with no batch yet, a state with no buffer): those
+    stay in the static context, so ``vmap`` maps over tensors only."""
+    leaves, spec = torch_pytree.tree_flatten((s.params, s.opt_states, s.states, s.last_batch))
+    idx = tuple(i for i, x in enumerate(leaves) if x is not None)
+    return [leaves[i] for i in idx], (s.graph, s.step, spec, idx, len(leaves))
+
+
+def _unflatten(children: Any, meta: tuple) -> State:
+    graph, t, spec, idx, n = meta
+    leaves: list = [None] * n
+    for i, c in zip(idx, children):
+        leaves[i] = c
+    return State(graph, t, *torch_pytree.tree_unflatten(leaves, spec))
+
+
+torch_pytree.register_pytree_node(State, _flatten, _unflatten,
+                                  serialized_type_name="betty_func.mlo.State")
+
+
+def init(problems: Sequence[Problem], graph: Mapping, batches: Optional[Mapping] = None) -> State:
+    """The state at step 0: the problems' params, fresh optimizer states, their buffers; checked
+    as ``solve`` checks a program (graph, reads, and one evaluation of every loss at a sample
+    batch: ``batches[name]``, else the first of the problem's ``data``, else None).
+
+    Example:
+        >>> import torch
+        >>> from betty_func import mlo, optim
+        >>> lo = mlo.Problem("lo", lambda w, b, *, hi: ((w - hi) ** 2).sum(), torch.zeros(2),
+        ...                  optim.sgd(0.5))
+        >>> hi = mlo.Problem("hi", lambda w, b, *, lo: ((lo - 1.0) ** 2).sum(), torch.zeros(2),
+        ...                  optim.sgd(0.5))
+        >>> state = mlo.init([lo, hi], {"hi": ["lo"]})
+        >>> for _ in range(30):
+        ...     state, logs = mlo.step(state, {})      # no data: every batch is None
+        >>> [round(v, 3) for v in state.params["lo"].tolist()], state.step
+        ([1.0, 1.0], 30)
+    """
+    g = build(problems, graph)
+    params = {n: p.params for n, p in g.problems.items()}
+    given = dict(batches or {})
+    with torch.random.fork_rng():
+        sample = {n: given[n] if n in given else peek(Source(n, p.data), {}, n)
+                  for n, p in g.problems.items()}
+    preflight(g, params, sample)
+    return State(g, 0, params, {n: p.optimizer.init(params[n]) for n, p in g.problems.items()},
+                 {n: p.state for n, p in g.problems.items() if p.state is not None},
+                 {n: None for n in g.order})
+
+
+def due(state: State) -> dict:
+    """``{name: number of batches}`` for the problems that update at the next step (bottom-up):
+    ``accumulate`` batches, or ``unroll_steps`` for an unrolled window."""
+    g, t = state.graph, state.step + 1
+    out = {}
+    for n in g.updates_at(t):
+        p = g.problems[n]
+        out[n] = p.unroll_steps if p.unrolled else p.accumulate
+    return out
+
+
+def step(state: State, batches: Mapping, compile: Any = False) -> tuple[State, dict]:
+    """One global step: every problem due (``mlo.due(state)``) updates, lowers first, each by the
+    total derivative of its loss with the problems below it at their responses.
+
+    ``batches[name]`` is that problem's batch (a list of ``k`` batches where ``mlo.due`` says
+    ``k > 1``); a problem with no entry gets None. Returns the new state and ``{name: {tag:
+    tensor}}`` logs (losses, metrics, gradient norms, CG residuals, learning rates), read by
+    nobody until you do. ``compile`` (as in ``solve``) compiles the step, one graph per pattern
+    of updating problems, cached with the program.
+    """
+    if not isinstance(state, State):
+        fail(API, "`state` must be an mlo.State (from mlo.init)", type(state).__name__,
+             "Start with state = mlo.init(problems, graph).", exc=TypeError)
+    if not isinstance(batches, Mapping):
+        fail(API, "`batches` must be a mapping {problem name: batch}", type(batches).__name__,
+             exc=TypeError)
+    need = due(state)
+    unknown = sorted(set(batches) - set(state.graph.problems))
+    if unknown:
+        fail(API, f"`batches` names no problem: {unknown}", sorted(state.graph.problems))
+    lists = {n: _as_list(n, batches.get(n), k) for n, k in need.items()}
+    return advance(state, lists, stepper(state.graph, compile))
+
+
+def advance(state: State, batches: dict, run: Callable) -> tuple[State, dict]:
+    """``state`` one step on, with ``batches[name]`` lists as the step consumes them."""
+    g, t = state.graph, state.step + 1
+    names = g.updates_at(t)
+    starts = tuple(n for n in names if g.starts_inner_loop(n, t))
+    params, opt_states, states, last, logs = run(names, starts, state.params, state.opt_states,
+                                                 state.states, batches, state.last_batch)
+    return State(g, t, params, opt_states, states, last), logs
+
+
+def _as_list(name: str, batch: Any, k: int) -> list:
+    if k == 1:
+        return [batch]
+    if not isinstance(batch, (list, tuple)) or len(batch) != k:
+        fail(API, f"'{name}' consumes {k} batches at this step (accumulate / unroll_steps), so "
+             f"`batches['{name}']` must be a list of {k}", type(batch).__name__,
+             "Pass one batch per update, as mlo.due(state) counts them.")
+    return list(batch)
+
+
+def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
+            report: Optional[Callable] = None) -> Callable:
+    """The function ``(names, starts, *state) -> ...`` that runs a step: eager, or compiled whole
+    (``fullgraph=True``: a graph break is an error, never a silent fallback) once per pattern of
+    updating problems, cached on the program; ``report(seconds)`` hears each compile's time."""
+    if not compile:
+        return functools.partial(pure_step, g, replicate=replicate)
+    options = compile_options(compile)
+    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate), {})
+
+    def run(names: tuple, starts: tuple, *state: Any) -> Any:
+        key = (names, starts)
+        if not names:  # nothing updates (inside an unrolled window): nothing to compile
+            return pure_step(g, names, starts, *state, replicate=replicate)
+        if key in cache:
+            return cache[key](*state)
+        cache[key] = torch.compile(functools.partial(_fresh(pure_step), g, names, starts,
+                                                     replicate=replicate), **options)
+        t0 = time.perf_counter()
+        out = cache[key](*state)
+        if report is not None:
+            report(time.perf_counter() - t0)
+        return out
+    return run
+
+
+def _fresh(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object: dynamo caches compiled frames per code object
+    (up to ``cache_size_limit``), so each compiled pattern gets a cache of its own instead of
+    sharing one across every program a process compiles."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_COUNTER)}")
+    out = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                             fn.__closure__)
+    out.__kwdefaults__ = fn.__kwdefaults__
+    return out
+
+
+_COUNTER = itertools.count()
+
+
+def compile_options(compile: Any) -> dict:
+    """``torch.compile`` keyword arguments for ``compile=...``: True (inductor), a mode
+    (``"reduce-overhead"``: CUDA graphs, ``"max-autotune"``...) or a dict of arguments (e.g.
+    ``{"backend": "aot_eager"}``); ``fullgraph`` is always True."""
+    api = "solve(..., compile)"
+    if compile is True:
+        return {"fullgraph": True}
+    if isinstance(compile, str):
+        return {"fullgraph": True, "mode": compile}
+    if isinstance(compile, dict):
+        if compile.get("fullgraph", True) is not True:
+            fail(api, "the step always compiles as one graph (fullgraph=True)", compile,
+                 "Leave `fullgraph` out.")
+        return {**compile, "fullgraph": True}
+    fail(api, "`compile` must be False, True, a torch.compile mode or a dict of its arguments",
+         repr(compile), "Pass e.g. compile=True or compile='reduce-overhead'.", exc=TypeError)
+
+
+def stack(states: Sequence[State]) -> State:
+    """One state with a leading axis over ``states`` (same program, same step), for
+    ``torch.vmap(mlo.step)``; :func:`unstack` splits it again."""
+    first = states[0]
+    if any(s.graph is not first.graph or s.step != first.step for s in states):
+        fail("mlo.stack(states)", "states must come from one program (one mlo.init's graph "
+             "structure) at the same step", [s.step for s in states],
+             "Build them with mlo.init on the same problems and graph, then replace params.")
+    return torch_pytree.tree_map(lambda *xs: torch.stack(xs) if isinstance(xs[0], torch.Tensor)
+                                 else xs[0], *states)
+
+
+def unstack(state: State) -> list[State]:
+    """The states stacked by :func:`stack` (or returned by a vmapped step), one per index."""
+    leaves = [x for x in torch_pytree.tree_leaves(state) if isinstance(x, torch.Tensor)]
+    n = leaves[0].shape[0]
+    return [torch_pytree.tree_map(lambda x: x[i] if isinstance(x, torch.Tensor) else x, state)
+            for i in range(n)]
+
+
+def with_params(state: State, params: Mapping) -> State:
+    """``state`` with some problems' params replaced (and their optimizer states restarted)."""
+    g = state.graph
+    new_params = {**state.params, **params}
+    opts = {**state.opt_states,
+            **{n: g.problems[n].optimizer.init(new_params[n]) for n in params}}
+    tree.check_float("mlo.with_params(state, params)", new_params, "params")
+    return State(g, state.step, new_params, opts, state.states, state.last_batch)
