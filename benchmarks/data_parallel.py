@@ -83,7 +83,8 @@ def _worker(rank: int, world: int, tmp: str, method: str, cfg: dict, device: str
     state = sum(x.numel() * x.element_size() for x in tree.leaves(r.opt_states)
                 if isinstance(x, torch.Tensor)) / 2 ** 20
     if rank == 0:
-        torch.save({"sps": cfg["steps"] / seconds, "params": n, "state": state}, f"{tmp}/out.pt")
+        sps = cfg["steps"] / seconds if seconds > 0 else None  # a loaded machine can invert it
+        torch.save({"sps": sps, "params": n, "state": state}, f"{tmp}/out.pt")
     if world > 1:
         dist.destroy_process_group()
 
@@ -106,6 +107,7 @@ def run(level: str) -> list[dict]:
             one, two = _measure(method, 1, cfg, device), _measure(method, 2, cfg, device)
             rows.append({"method": method, "params": one["params"], "batch": batch,
                          "sps_1": one["sps"], "sps_2": two["sps"],
-                         "speedup": two["sps"] / one["sps"], "state_1": one["state"],
+                         "speedup": two["sps"] / one["sps"] if one["sps"] and two["sps"] else None,
+                         "state_1": one["state"],
                          "state_2": two["state"], "device": device})
     return rows

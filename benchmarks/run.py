@@ -1,6 +1,6 @@
 """The benchmark suite: ours vs plain autograd vs the peers, measured side by side in one run.
 
-Usage: python benchmarks/run.py [--quick] [--suites floor mwn meta unrolled accuracy dp]
+Usage: python benchmarks/run.py [--quick] [--suites floor step mwn meta unrolled accuracy dp]
                                 [--json PATH] [--outdir benchmarks/results]
 
 Pins one thread, warms up, takes medians, prints markdown tables with ratios, and writes
@@ -8,7 +8,11 @@ Pins one thread, warms up, takes medians, prints markdown tables with ratios, an
 extra (``pip install -e ".[bench]"``: betty-ml, torchopt, higher, matplotlib); one that fails to
 import or run is reported in its cells, not hidden. Peak memory on CPU is the resident-set
 high-water mark; the script re-executes itself with ``MALLOC_MMAP_THRESHOLD_`` fixed so freed
-tensors go back to the OS and each measurement sees only its own allocations.
+tensors go back to the OS and each measurement sees only its own allocations. That setting makes
+every tensor over 128 KiB page-fault afresh (steps 2-4x slower, unevenly across libraries), so
+the times of the ``mwn`` suite are those of its memory run; the ``step`` suite — ours vs plain
+autograd vs Betty, alternating step by step, wall and CPU time — runs in a child process with
+the allocator as users have it.
 """
 from __future__ import annotations
 
@@ -17,12 +21,14 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUITES = ["floor", "mwn", "meta", "unrolled", "accuracy", "dp"]
+SUITES = ["floor", "step", "mwn", "meta", "unrolled", "accuracy", "dp"]
 MODULES = {"floor": "floor", "mwn": "mwn", "meta": "meta", "unrolled": "unrolled_memory",
            "dp": "data_parallel"}  # suites with one table: module.run(level) and COLUMNS
 
@@ -39,6 +45,14 @@ def machine() -> str:
 def run_suite(name: str, level: str, backend: str) -> tuple[object, str]:
     """(rows, markdown) of one suite."""
     import _common as c
+    if name == "step":  # timings with the allocator as users have it: a child without MALLOC_*
+        import mwn_step
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+            subprocess.run([sys.executable, str(HERE / "mwn_step.py"), "--level", level,
+                            "--json", f"{tmp}/step.json"], env=env, check=True, cwd=HERE)
+            rows = json.loads(Path(f"{tmp}/step.json").read_text())
+        return rows, c.markdown(rows, mwn_step.COLUMNS)
     if name in MODULES:
         mod = importlib.import_module(MODULES[name])
         rows = mod.run(level, backend) if name == "floor" else mod.run(level)

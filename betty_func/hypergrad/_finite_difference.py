@@ -1,12 +1,13 @@
 r"""Finite-difference mixed term (DARTS' second-order approximation)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch.func import vmap
 
 from .. import tree
+from .._autodiff import plain
 from .._errors import check_positive
 from ._checks import Once, ensure_coupled, rng_kept
 
@@ -35,7 +36,7 @@ def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
     return g_plus, grad_lam(minus, lam)
 
 
-def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., PyTree]:
+def finite_difference(eps: float = 0.01, batched: Optional[bool] = None) -> Callable[..., PyTree]:
     r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`\approx (\nabla^2_{\lambda\theta} L)\,p`
     by a central difference of :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
 
@@ -47,7 +48,9 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
     gradient passes, no second-order autograd. θ is never mutated. Both evaluations use the same
     random numbers: ``batched=True`` evaluates them as one ``vmap(randomness="same")`` pass (pure,
     compiles); ``batched=False`` runs them one after the other, replaying the RNG state (for
-    losses ``vmap`` cannot batch, e.g. BatchNorm updating running statistics; eager only).
+    losses ``vmap`` cannot batch, e.g. BatchNorm updating running statistics; eager only);
+    ``batched=None`` (default) batches inside ``torch.func`` transforms and compiled code and
+    runs the two passes in turn in plain eager code, where plain autograd is faster than vmap.
     The first call with a given ``grad_lam`` also checks (one extra ``vjp``, eager only) that
     :math:`\nabla_\lambda L` depends on θ at all, so a decoupled loss is an error, not a zero.
 
@@ -71,8 +74,9 @@ def finite_difference(eps: float = 0.01, batched: bool = True) -> Callable[..., 
         n = tree.norm(p)
         step = eps / torch.where(n > 0, n, torch.ones_like(n))
         g_plus, g_minus = _pair_grads(grad_lam, tree.axpy(step, p, theta),
-                                      tree.axpy(-step, p, theta), lam, batched)
+                                      tree.axpy(-step, p, theta), lam,
+                                      batched if batched is not None else not plain())
         return tree.scale(1 / (2 * step), tree.sub(g_plus, g_minus))
 
-    mixed.name = f"hypergrad.finite_difference(eps={eps}" + ("" if batched else ", batched=False") + ")"
+    mixed.name = f"hypergrad.finite_difference(eps={eps}" + ("" if batched is None else f", batched={batched}") + ")"
     return mixed

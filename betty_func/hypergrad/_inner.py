@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
-from torch.func import vjp
-
+from .._autodiff import vjp
 from ._checks import depends
 
 PyTree = Any

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 import torch
-from torch.func import grad, vjp
+from torch.func import grad
 
+from .. import _autodiff
 from .. import optim as _optim
 from .. import tree
 from .._errors import check_nonneg_int, fail
@@ -211,10 +212,10 @@ def _backward(u: Updates, x: PyTree, cot_theta: PyTree, cot_floats: list, starts
         th, fl, rb, rng = starts[k]
         _rng_restore(rng)
         if k == 0:
-            _, pullback = vjp(lambda xx: seg(0, th, fl, rb, xx), x)
+            _, pullback = _autodiff.vjp(lambda xx: seg(0, th, fl, rb, xx), x)
             (cot_x,) = pullback((cot_theta, cot_floats))
         else:
-            _, pullback = vjp(lambda t, f, xx: seg(k, t, f, rb, xx), th, fl, x)
+            _, pullback = _autodiff.vjp(lambda t, f, xx: seg(k, t, f, rb, xx), th, fl, x)
             cot_theta, cot_floats, cot_x = pullback((cot_theta, cot_floats))
         total = cot_x if total is None else tree.add(total, cot_x)
     return total, final_rng

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.func import vjp
-
 from .. import optim, tree
+from .._autodiff import vjp
 from .._errors import fail
 from ..hypergrad import Keyed, Updates
 from . import _sweep

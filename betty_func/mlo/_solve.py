@@ -6,7 +6,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .._errors import check_nonneg_int
+from .. import tree
+from .._errors import check_nonneg_int, fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._preflight import peek, preflight
@@ -80,6 +81,11 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
     if seed is not None:
         torch.manual_seed(seed)
+    if rt is not None and compile:
+        fail("solve(..., compile, distributed)", "a data-parallel step does not compile yet: the "
+             "rank-mean of each derivative is an autograd.Function, which torch.compile does "
+             "not trace (and would drop the custom backward of)", f"compile={compile!r}",
+             "Run data parallel eagerly (compile=False), or compile a single-process run.")
     compiled_at: list = []
     run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
     state, history, stop = _start(g, rt, sources, env, checkpoint_dir if resume else None)
@@ -136,7 +142,8 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
         last = {**{n: None for n in g.order}, **shared["last_batch"]}
         return (State(g, shared["step"], shared["params"], opt_states, shared["states"], last),
                 shared["history"], shared["stop"])
-    params = {n: p.params for n, p in g.problems.items()}
+    # params that are leaves of a user's graph (nn.Parameters) start the program detached
+    params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
     states = {n: p.state for n, p in g.problems.items() if p.state is not None}
     if rt is not None:  # every rank starts from rank 0's values
         params, states = rt.sync(params), rt.sync(states)

@@ -84,7 +84,7 @@ def init(problems: Sequence[Problem], graph: Mapping, batches: Optional[Mapping]
         ([1.0, 1.0], 30)
     """
     g = build(problems, graph)
-    params = {n: p.params for n, p in g.problems.items()}
+    params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
     given = dict(batches or {})
     with torch.random.fork_rng():
         sample = {n: given[n] if n in given else peek(Source(n, p.data), {}, n)

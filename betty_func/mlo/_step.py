@@ -5,9 +5,8 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-from torch.func import vjp
-
 from .. import optim, tree
+from .._autodiff import vjp
 from ..hypergrad._unrolled import _rng_snapshot, _run
 from ._context import Ctx, Window, call_reset
 from ._graph import Graph

@@ -14,15 +14,15 @@ D's optimality map, what its method solves against, is :func:`total_grad` of D o
 its linearization (``_lower.Lower.linearize``) is a ``vjp`` of that function followed by the same
 sweep over D's own descendants, so CG and Neumann on a middle level multiply by the Hessian of
 its reduced objective, exact through its lowers' responses. Every input is an argument and every
-result a return value; only ``torch.func`` transforms: the sweep compiles and nests.
+result a return value; only ``torch.func`` transforms (plain autograd in plain eager code,
+``_autodiff.py``): the sweep compiles and nests.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from torch.func import grad
-
 from .. import tree
+from .._autodiff import grad_aux
 from . import _lower
 from ._context import Ctx, call_loss
 
@@ -61,7 +61,7 @@ def total_grad(ctx: Ctx, name: str, values: dict, wrt: Optional[tuple] = None,
         out = value if scale is None else value * scale.to(value.dtype)
         return out, (value, metrics, () if new_state is None else new_state)  # aux: no None
 
-    cots, (value, metrics, new_state) = grad(f, has_aux=True)(inputs)
+    cots, (value, metrics, new_state) = grad_aux(f, inputs)
     cots, residuals = sweep(ctx, name, values, cots, below, nested)
     no_state = isinstance(new_state, tuple) and not new_state
     return ({w: cots[w] for w in wrt}, value, metrics, None if no_state else new_state,
