@@ -123,7 +123,7 @@ def betty(sizes: tuple, method: str, k: int, n: int) -> Callable:
         engine.global_step += 1
         with _quiet():
             engine.train_step()
-        float(next(rw.parameters()).sum())
+        float(next(rw.parameters()).detach().sum())
     return step
 
 

@@ -1,11 +1,13 @@
 """``hypergrad.grad``: the one entry point that turns two losses and a method into a function."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from .. import tree
 from .._errors import fail
-from ._method import Loss, Method
+from ._inner import LossInner
+from ._method import Loss, Method, outer_grads
 
 PyTree = Any
 API = "hypergrad.grad(outer_loss, inner_loss, method)"
@@ -35,15 +37,25 @@ def grad(outer_loss: Loss, inner_loss: Loss, method: Method,
         if not callable(fn):
             fail(API, f"`{name}` must be callable", type(fn).__name__,
                  f"Pass {name}(inner_params, outer_params, *args) -> scalar.")
-    if not callable(method):
+    if not callable(method) and not callable(getattr(method, "pullback", None)):
         fail(API, "`method` must be a hypergradient method", type(method).__name__,
              "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.unrolled(10, optim.sgd(0.1)).")
+    # a method that only has the protocol's `pullback` (one written for mlo.solve) works here
+    # too: inner_params is then the inner solution, and the direct term is added here
+    run = method if callable(method) else functools.partial(_by_pullback, method)
 
     def g(inner_params: PyTree, outer_params: PyTree, *args: Any, init: PyTree = None) -> Any:
         tree.check_float(API, inner_params, "inner_params")
         tree.check_float(API, outer_params, "outer_params")
-        hyper, info = method(outer_loss, inner_loss, inner_params, outer_params, args, init,
-                             return_info)
+        hyper, info = run(outer_loss, inner_loss, inner_params, outer_params, args, init,
+                          return_info)
         return (hyper, info) if return_info else hyper
 
     return g
+
+
+def _by_pullback(method: Any, outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree,
+                 args: tuple, init: PyTree, with_info: bool) -> tuple:
+    v, direct = outer_grads(API, outer_loss, theta, lam, args)
+    back, info = method.pullback(LossInner(API, inner_loss, args), theta, lam, v, init, with_info)
+    return tree.add(direct, back), info

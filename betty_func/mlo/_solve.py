@@ -17,7 +17,8 @@ from ._distributed import (Distributed, Runtime, check_sharded, runtime, signatu
 from ._graph import API, Graph, build
 from ._monitor import EarlyStopping
 from ._problem import Problem
-from ._state import State, advance, stepper
+from ._compile import stepper
+from ._state import State, advance
 
 
 @dataclass

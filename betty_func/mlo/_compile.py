@@ -1,0 +1,72 @@
+"""Compiling the step: one ``torch.compile(fullgraph=True)`` graph per pattern of updating problems."""
+from __future__ import annotations
+
+import functools
+import itertools
+import time
+import types
+from typing import Any, Callable, Optional
+
+import torch
+
+from .._errors import fail
+from ._graph import Graph
+from ._step import step as pure_step
+
+
+def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
+            report: Optional[Callable] = None) -> Callable:
+    """The function ``(names, starts, *state) -> ...`` that runs a step: eager, or compiled whole
+    (``fullgraph=True``: a graph break is an error, never a silent fallback) once per pattern of
+    updating problems, cached on the program; ``report(seconds)`` hears each compile's time."""
+    if not compile:
+        return functools.partial(pure_step, g, replicate=replicate)
+    options = compile_options(compile)
+    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate), {})
+
+    def run(names: tuple, starts: tuple, *state: Any) -> Any:
+        key = (names, starts)
+        if not names:  # nothing updates (inside an unrolled window): nothing to compile
+            return pure_step(g, names, starts, *state, replicate=replicate)
+        if key in cache:
+            return cache[key](*state)
+        cache[key] = torch.compile(functools.partial(_fresh(pure_step), g, names, starts,
+                                                     replicate=replicate), **options)
+        t0 = time.perf_counter()
+        out = cache[key](*state)
+        if report is not None:
+            report(time.perf_counter() - t0)
+        return out
+    return run
+
+
+def _fresh(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object: dynamo caches compiled frames per code object
+    (up to ``cache_size_limit``), so each compiled pattern gets a cache of its own instead of
+    sharing one across every program a process compiles."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_COUNTER)}")
+    out = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                             fn.__closure__)
+    out.__kwdefaults__ = fn.__kwdefaults__
+    return out
+
+
+_COUNTER = itertools.count()
+
+
+def compile_options(compile: Any) -> dict:
+    """``torch.compile`` keyword arguments for ``compile=...``: True (inductor), a mode
+    (``"reduce-overhead"``: CUDA graphs, ``"max-autotune"``...) or a dict of arguments (e.g.
+    ``{"backend": "aot_eager"}``); ``fullgraph`` is always True."""
+    api = "solve(..., compile)"
+    if compile is True:
+        return {"fullgraph": True}
+    if isinstance(compile, str):
+        return {"fullgraph": True, "mode": compile}
+    if isinstance(compile, dict):
+        if compile.get("fullgraph", True) is not True:
+            fail(api, "the step always compiles as one graph (fullgraph=True)", compile,
+                 "Leave `fullgraph` out.")
+        return {**compile, "fullgraph": True}
+    fail(api, "`compile` must be False, True, a torch.compile mode or a dict of its arguments",
+         repr(compile), "Pass e.g. compile=True or compile='reduce-overhead'.", exc=TypeError)
