@@ -60,6 +60,23 @@ def test_vmap_over_programs_equals_a_loop(name):
             assert torch.allclose(s.params[n], loop[i].params[n], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("compile", [False, {"backend": "aot_eager"}], ids=["eager", "compiled"])
+def test_batched_step_equals_vmap_of_the_step(compile):
+    """mlo.step(batched=True) vmaps inside (so a compiled step is compile(vmap(...)), compile
+    outermost): equal to torch.vmap(mlo.step)."""
+    probs, graph = program(hg.cg(maxiter=4))
+    s0 = mlo.init(probs, graph, batches={"lower": torch.ones(6, dtype=F64)})
+    batched = mlo.stack([mlo.with_params(s0, {"upper": P.lam * (1 + 0.1 * i)}) for i in range(3)])
+    data = torch.stack([torch.full((6,), 1.0 + 0.1 * i, dtype=F64) for i in range(3)])
+    a = b = batched
+    for _ in range(3):
+        a, _ = torch.vmap(mlo.step)(a, {"lower": data})
+        b, logs = mlo.step(b, {"lower": data}, compile=compile, batched=True)
+    assert logs["lower"]["loss"].shape == (3,)
+    for n in ("lower", "upper"):
+        assert torch.allclose(a.params[n], b.params[n], rtol=1e-12, atol=1e-14)
+
+
 def test_due_counts_batches_and_step_checks_them():
     probs, graph = program(hg.unrolled(), unroll=3)
     state = mlo.init(probs, graph, batches={"lower": torch.ones(6, dtype=F64)})

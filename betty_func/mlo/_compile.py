@@ -8,6 +8,7 @@ import types
 from typing import Any, Callable, Optional
 
 import torch
+import torch.utils._pytree as torch_pytree
 
 from .._errors import fail
 from ._graph import Graph
@@ -15,14 +16,19 @@ from ._step import step as pure_step
 
 
 def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
-            report: Optional[Callable] = None) -> Callable:
+            report: Optional[Callable] = None, batched: bool = False) -> Callable:
     """The function ``(names, starts, *state) -> ...`` that runs a step: eager, or compiled whole
     (``fullgraph=True``: a graph break is an error, never a silent fallback) once per pattern of
-    updating problems, cached on the program; ``report(seconds)`` hears each compile's time."""
+    updating problems, cached on the program; ``report(seconds)`` hears each compile's time.
+    ``batched``: every tensor of the state and the batches has a leading axis of independent
+    programs, and the step is ``torch.vmap``-ed over it (inside the compiled graph)."""
     if not compile:
-        return functools.partial(pure_step, g, replicate=replicate)
+        if not batched:
+            return functools.partial(pure_step, g, replicate=replicate)
+        return lambda names, starts, *state: _vmapped(
+            functools.partial(pure_step, g, names, starts, replicate=replicate))(*state)
     options = compile_options(compile)
-    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate), {})
+    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate, batched), {})
 
     def run(names: tuple, starts: tuple, *state: Any) -> Any:
         key = (names, starts)
@@ -30,14 +36,46 @@ def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
             return pure_step(g, names, starts, *state, replicate=replicate)
         if key in cache:
             return cache[key](*state)
-        cache[key] = torch.compile(functools.partial(_fresh(pure_step), g, names, starts,
-                                                     replicate=replicate), **options)
+        fn = functools.partial(_fresh(pure_step), g, names, starts, replicate=replicate)
+        cache[key] = torch.compile(_vmapped(fn) if batched else fn, **options)
         t0 = time.perf_counter()
         out = cache[key](*state)
         if report is not None:
             report(time.perf_counter() - t0)
         return out
     return run
+
+
+class _Packed:
+    """A pytree whose children are its tree's leaves other than None (``vmap`` maps over
+    tensors only; a problem without data has None batches)."""
+
+    def __init__(self, tree: Any):
+        self.tree = tree
+
+
+def _flatten(p: _Packed) -> tuple[list, tuple]:
+    leaves, spec = torch_pytree.tree_flatten(p.tree)
+    idx = tuple(i for i, x in enumerate(leaves) if x is not None)
+    return [leaves[i] for i in idx], (spec, idx, len(leaves))
+
+
+def _unflatten(children: Any, ctx: tuple) -> _Packed:
+    spec, idx, n = ctx
+    leaves: list = [None] * n
+    for i, c in zip(idx, children):
+        leaves[i] = c
+    return _Packed(torch_pytree.tree_unflatten(leaves, spec))
+
+
+torch_pytree.register_pytree_node(_Packed, _flatten, _unflatten,
+                                  serialized_type_name="betty_func.mlo._Packed")
+
+
+def _vmapped(fn: Callable) -> Callable:
+    """``fn(*state)`` vmapped over the leading axis of every tensor in its inputs."""
+    batched = torch.vmap(lambda packed: _Packed(fn(*packed.tree)))
+    return lambda *state: batched(_Packed(state)).tree
 
 
 def _fresh(fn: Callable) -> Callable:

@@ -102,7 +102,8 @@ def due(state: State) -> dict:
     return out
 
 
-def step(state: State, batches: Mapping, compile: Any = False) -> tuple[State, dict]:
+def step(state: State, batches: Mapping, compile: Any = False,
+         batched: bool = False) -> tuple[State, dict]:
     """One global step: every problem due (``mlo.due(state)``) updates, lowers first, each by the
     total derivative of its loss with the problems below it at their responses.
 
@@ -110,7 +111,10 @@ def step(state: State, batches: Mapping, compile: Any = False) -> tuple[State, d
     ``k > 1``); a problem with no entry gets None. Returns the new state and ``{name: {tag:
     tensor}}`` logs (losses, metrics, gradient norms, CG residuals, learning rates), read by
     nobody until you do. ``compile`` (as in ``solve``) compiles the step, one graph per pattern
-    of updating problems, cached with the program.
+    of updating problems, cached with the program. ``batched=True``: the state holds a leading
+    axis of independent programs (``mlo.stack``) and so does every batch; the step is vmapped
+    over it — equal to ``torch.vmap(mlo.step)``, but with ``compile`` the vmapped step is the
+    one compiled graph (compile outermost, as ``torch.compile`` needs).
     """
     if not isinstance(state, State):
         fail(API, "`state` must be an mlo.State (from mlo.init)", type(state).__name__,
@@ -123,7 +127,7 @@ def step(state: State, batches: Mapping, compile: Any = False) -> tuple[State, d
     if unknown:
         fail(API, f"`batches` names no problem: {unknown}", sorted(state.graph.problems))
     lists = {n: _as_list(n, batches.get(n), k) for n, k in need.items()}
-    return advance(state, lists, stepper(state.graph, compile))
+    return advance(state, lists, stepper(state.graph, compile, batched=batched))
 
 
 def advance(state: State, batches: dict, run: Callable) -> tuple[State, dict]:
