@@ -22,6 +22,11 @@ PyTree = Any
 
 
 class Lower:
+    """Lower problem ``name`` at ``values``, as the method protocol's ``inner``: ``grad``,
+    ``linearize``, ``grad_outer``, ``updates`` (``hypergrad/_inner.py``). ``nested``: inside
+    another problem's derivative (no kept window pullback there: the window is re-run so that
+    it can be differentiated again)."""
+
     def __init__(self, ctx: Ctx, name: str, values: dict, nested: bool = True):
         self.ctx, self.name, self.values, self.nested = ctx, name, values, nested
         g = ctx.graph

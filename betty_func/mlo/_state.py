@@ -171,10 +171,14 @@ def unstack(state: State) -> list[State]:
 
 
 def with_params(state: State, params: Mapping) -> State:
-    """``state`` with some problems' params replaced (and their optimizer states restarted)."""
+    """``state`` with some problems' params replaced (detached) and their optimizer states
+    restarted: one program's state for another seed or setting, e.g. to :func:`stack` them."""
+    api = "mlo.with_params(state, params)"
     g = state.graph
-    new_params = {**state.params, **params}
-    opts = {**state.opt_states,
-            **{n: g.problems[n].optimizer.init(new_params[n]) for n in params}}
-    tree.check_float("mlo.with_params(state, params)", new_params, "params")
-    return State(g, state.step, new_params, opts, state.states, state.last_batch)
+    unknown = sorted(set(params) - set(g.problems))
+    if unknown:
+        fail(api, f"`params` names no problem: {unknown}", sorted(g.problems))
+    tree.check_float(api, dict(params), "params")
+    new = {**state.params, **{n: tree.map(torch.Tensor.detach, p) for n, p in params.items()}}
+    opts = {**state.opt_states, **{n: g.problems[n].optimizer.init(new[n]) for n in params}}
+    return State(g, state.step, new, opts, state.states, state.last_batch)
