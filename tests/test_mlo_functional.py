@@ -105,3 +105,13 @@ def test_init_preflight_names_the_problem_whose_loss_raised():
                                         r"of 'lower'") as err:
         mlo.init(probs, graph)  # no batch: the loss multiplies by None
     assert isinstance(err.value.__cause__, TypeError)
+
+
+def test_with_params_refuses_unknown_names_and_detaches():
+    probs, graph = program(hg.cg(maxiter=2))
+    s0 = mlo.init(probs, graph, batches={"lower": torch.ones(6, dtype=F64)})
+    with pytest.raises(ValueError, match=r"`params` names no problem: \['uper'\]"):
+        mlo.with_params(s0, {"uper": P.lam})
+    leaf = P.lam.clone().requires_grad_()
+    s1 = mlo.with_params(s0, {"upper": leaf})
+    assert not s1.params["upper"].requires_grad and torch.equal(s1.params["upper"], P.lam)
