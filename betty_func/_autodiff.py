@@ -1,4 +1,4 @@
-"""``grad`` and ``vjp`` over pytrees: ``torch.func`` transforms, or plain autograd in eager code.
+"""``grad`` and ``vjp`` over pytrees: ``torch.func`` transforms, or autograd in plain eager code.
 
 Inside any ``torch.func`` transform (``vmap``, ``grad``, ``vjp``...) and while ``torch.compile``
 traces, these are exactly ``torch.func.grad`` / ``torch.func.vjp``, so everything built on them
@@ -7,10 +7,10 @@ composes and compiles. In plain eager code (no transform active) they run the sa
 under autograd, plus ~140 µs per call (measured here, torch 2.13 CPU), which made an eager
 bilevel step 1.3-1.6x a hand-written one. The user's tensors are never touched: inputs are
 detached copies, or (inside an outer autograd computation, e.g. a Hessian-vector product) the
-tensors themselves with ``create_graph`` so the result stays differentiable. Inside the function a ``vjp`` here
-differentiates, every gradient is taken with ``create_graph`` (it may be differentiated again:
-the depth of such functions running is the one piece of module state, like autograd's own
-grad mode).
+tensors themselves with ``create_graph`` so the result stays differentiable. Inside a function
+that a ``vjp`` here differentiates, every gradient is taken with ``create_graph`` (it may be
+differentiated again); the depth of such functions running is this module's one piece of
+state, like autograd's own grad mode. Not thread-safe across threads stepping at once.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from . import tree
 PyTree = Any
 
 
-_RECORDING = [0]  # depth of autograd vjp forwards running now: gradients there must stay differentiable
+# depth of the autograd vjp forwards running now: gradients taken there must stay differentiable
+_RECORDING = [0]
 
 
 def _differentiable(outer: bool) -> bool:

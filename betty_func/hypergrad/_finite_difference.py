@@ -36,7 +36,8 @@ def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
     return g_plus, grad_lam(minus, lam)
 
 
-def finite_difference(eps: float = 0.01, batched: Optional[bool] = None) -> Callable[..., PyTree]:
+def finite_difference(eps: float = 0.01,
+                      batched: Optional[bool] = None) -> Callable[..., PyTree]:
     r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`\approx (\nabla^2_{\lambda\theta} L)\,p`
     by a central difference of :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
 
@@ -78,5 +79,6 @@ def finite_difference(eps: float = 0.01, batched: Optional[bool] = None) -> Call
                                       batched if batched is not None else not plain())
         return tree.scale(1 / (2 * step), tree.sub(g_plus, g_minus))
 
-    mixed.name = f"hypergrad.finite_difference(eps={eps}" + ("" if batched is None else f", batched={batched}") + ")"
+    knobs = f"eps={eps}" + ("" if batched is None else f", batched={batched}")
+    mixed.name = f"hypergrad.finite_difference({knobs})"
     return mixed

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from torch.func import jvp
+
 from .. import linsolve as ls
 from .. import tree
 from .._errors import fail
@@ -31,10 +33,12 @@ class Implicit:
 
     def __init__(self, solve: ls.LinearSolver, mixed: Callable, hvp: Callable):
         self.solve, self.mixed, self.hvp = solve, mixed, hvp
-        mixed_name = getattr(mixed, "name", None)
-        self.api = f"hypergrad.implicit(solve={solve!r}" + (
-            f", mixed={mixed_name}" if mixed_name and mixed_name != "hypergrad.exact_mixed()"
-            else "") + (", hvp=forward_over_reverse" if hvp is not reverse_over_reverse else "") + ")"
+        knobs = [f"solve={solve!r}"]  # every knob in the repr (ranks compare methods by it)
+        if getattr(mixed, "name", "hypergrad.exact_mixed()") != "hypergrad.exact_mixed()":
+            knobs.append(f"mixed={mixed.name}")
+        if hvp is not reverse_over_reverse:
+            knobs.append(f"hvp={getattr(hvp, '__name__', repr(hvp))}")
+        self.api = f"hypergrad.implicit({', '.join(knobs)})"
 
     def __repr__(self) -> str:
         return self.api
@@ -60,12 +64,12 @@ class Implicit:
     def response_jvp(self, inner: Any, theta: PyTree, lam: PyTree, dlam: PyTree) -> PyTree:
         r"""The first-order move of θ* when λ moves by ``dlam``:
         :math:`-(\partial_\theta g)^{-1}(\partial_\lambda g)\,d\lambda` (forward mode)."""
-        from torch.func import jvp
         _, u = jvp(lambda l: inner.grad(theta, l), (lam,), (dlam,))
         matvec = lambda w: jvp(lambda th: inner.grad(th, lam), (theta,), (w,))[1]  # noqa: E731
         return self.solve(matvec, tree.neg(u))
 
-    def _linearize(self, inner: Any, theta: PyTree, lam: PyTree) -> tuple[Callable, Callable, Callable]:
+    def _linearize(self, inner: Any, theta: PyTree,
+                   lam: PyTree) -> tuple[Callable, Callable, Callable]:
         """``(v -> H v, p -> (∂λ g)ᵀ p, () -> g or None)``. With reverse-over-reverse products, one
         linearization of ``g`` in (θ, λ), on the first product, serves every product and (with
         the exact mixed term) the mixed term too: no second gradient pass."""

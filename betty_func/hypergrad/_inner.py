@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
 
+from torch.func import grad
+
 from .._autodiff import vjp
 from ._checks import depends
 
@@ -56,7 +58,6 @@ class LossGrad:
     user's loss, a stable identity for per-loss caches (bound methods: their function)."""
 
     def __init__(self, api: str, loss: Loss, argnum: int, args: tuple):
-        from torch.func import grad
         name = ("inner_params", "outer_params")[argnum]
         self._fn = grad(depends(api, "inner_loss", loss, name), argnums=argnum)
         self.key, self._args = getattr(loss, "__func__", loss), args

@@ -1,4 +1,4 @@
-"""Compiling the step: one ``torch.compile(fullgraph=True)`` graph per pattern of updating problems."""
+"""Compiling the step: one ``torch.compile(fullgraph=True)`` graph per pattern of updates."""
 from __future__ import annotations
 
 import functools

@@ -14,7 +14,7 @@ from ._preflight import peek, preflight
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
-from ._graph import API, Graph, build
+from ._graph import Graph, build
 from ._monitor import EarlyStopping
 from ._problem import Problem
 from ._compile import stepper

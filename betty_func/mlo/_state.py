@@ -1,4 +1,4 @@
-"""The functional API: ``state = mlo.init(problems, graph)``, ``state, logs = mlo.step(state, batches)``.
+"""The functional API: ``state = mlo.init(problems, graph)``; ``mlo.step(state, batches)``.
 
 A :class:`State` holds everything a multilevel program carries from one global step to the next
 (params, optimizer states, buffers, each problem's latest batch) as a pytree of tensors; the
