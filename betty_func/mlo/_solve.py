@@ -10,14 +10,14 @@ from .. import tree
 from .._errors import check_nonneg_int, fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
-from ._preflight import peek, preflight
+from ._compile import stepper
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
 from ._graph import Graph, build
 from ._monitor import EarlyStopping
+from ._preflight import peek, preflight
 from ._problem import Problem
-from ._compile import stepper
 from ._state import State, advance
 
 
