@@ -115,3 +115,13 @@ def test_with_params_refuses_unknown_names_and_detaches():
     leaf = P.lam.clone().requires_grad_()
     s1 = mlo.with_params(s0, {"upper": leaf})
     assert not s1.params["upper"].requires_grad and torch.equal(s1.params["upper"], P.lam)
+
+
+def test_logs_false_does_no_logging_work_and_the_same_update():
+    probs, graph = program(hg.cg(maxiter=3))
+    one = torch.ones(6, dtype=F64)
+    s0 = mlo.init(probs, graph, batches={"lower": one})
+    a, la = mlo.step(s0, {"lower": one})
+    b, lb = mlo.step(s0, {"lower": one}, logs=False)
+    assert lb == {} and set(la) == {"lower", "upper"}
+    assert all(torch.equal(a.params[n], b.params[n]) for n in a.params)

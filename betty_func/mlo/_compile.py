@@ -20,17 +20,20 @@ def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
     """The function ``(names, starts, *state) -> ...`` that runs a step: eager, or compiled whole
     (``fullgraph=True``: a graph break is an error, never a silent fallback) once per pattern of
     updating problems, cached on the program; ``report(seconds)`` hears each compile's time.
+    ``run(..., logs=False)`` (eager) skips the logging work.
     ``batched``: every tensor of the state and the batches has a leading axis of independent
     programs, and the step is ``torch.vmap``-ed over it (inside the compiled graph)."""
     if not compile:
         if not batched:
             return functools.partial(pure_step, g, replicate=replicate)
-        return lambda names, starts, *state: _vmapped(
-            functools.partial(pure_step, g, names, starts, replicate=replicate))(*state)
+        return lambda names, starts, *state, logs=True: _vmapped(functools.partial(
+            pure_step, g, names, starts, replicate=replicate, logs=logs))(*state)
     options = compile_options(compile)
     cache = g.compiled.setdefault((repr(sorted(options.items())), replicate, batched), {})
 
-    def run(names: tuple, starts: tuple, *state: Any) -> Any:
+    def run(names: tuple, starts: tuple, *state: Any, logs: bool = True) -> Any:
+        """Compiled, the logs are always computed (inside the graph they cost next to nothing,
+        and a second graph per pattern would double the compile time)."""
         key = (names, starts)
         if not names:  # nothing updates (inside an unrolled window): nothing to compile
             return pure_step(g, names, starts, *state, replicate=replicate)

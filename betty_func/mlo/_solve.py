@@ -96,14 +96,15 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     for t in range(start + 1, steps + 1):
         names = g.updates_at(t)
         batches = draw(sources, g, names, env, t)
-        state, logs = advance(state, batches if rt is None else rt.shard(batches), run)
+        log_now = bool(log_every) and (t % log_every == 0 or t == steps)
+        state, logs = advance(state, batches if rt is None else rt.shard(batches), run, log_now)
         if rt is not None and state.states:  # buffers (BatchNorm statistics): mean over ranks
             state = replace(state, states={n: rt.mean(s) if n in names else s
                                            for n, s in state.states.items()})
         params, opt_states, states = state.params, state.opt_states, state.states
         if compiled_at:  # a new pattern of updating problems was compiled in this step
             mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
-        if log_every and (t % log_every == 0 or t == steps):
+        if log_now:
             mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
         if validate is not None and validate_every and t % validate_every == 0:
             metrics = mon.metrics_of(validate, params) if rt is None or rt.leader else None

@@ -102,8 +102,8 @@ def due(state: State) -> dict:
     return out
 
 
-def step(state: State, batches: Mapping, compile: Any = False,
-         batched: bool = False) -> tuple[State, dict]:
+def step(state: State, batches: Mapping, compile: Any = False, batched: bool = False,
+         logs: bool = True) -> tuple[State, dict]:
     """One global step: every problem due (``mlo.due(state)``) updates, lowers first, each by the
     total derivative of its loss with the problems below it at their responses.
 
@@ -114,7 +114,8 @@ def step(state: State, batches: Mapping, compile: Any = False,
     of updating problems, cached with the program. ``batched=True``: the state holds a leading
     axis of independent programs (``mlo.stack``) and so does every batch; the step is vmapped
     over it — equal to ``torch.vmap(mlo.step)``, but with ``compile`` the vmapped step is the
-    one compiled graph (compile outermost, as ``torch.compile`` needs).
+    one compiled graph (compile outermost, as ``torch.compile`` needs). ``logs=False``: no
+    logging work in an eager step (the logs come back empty).
     """
     if not isinstance(state, State):
         fail(API, "`state` must be an mlo.State (from mlo.init)", type(state).__name__,
@@ -127,17 +128,18 @@ def step(state: State, batches: Mapping, compile: Any = False,
     if unknown:
         fail(API, f"`batches` names no problem: {unknown}", sorted(state.graph.problems))
     lists = {n: _as_list(n, batches.get(n), k) for n, k in need.items()}
-    return advance(state, lists, stepper(state.graph, compile, batched=batched))
+    return advance(state, lists, stepper(state.graph, compile, batched=batched), logs)
 
 
-def advance(state: State, batches: dict, run: Callable) -> tuple[State, dict]:
+def advance(state: State, batches: dict, run: Callable, logs: bool = True) -> tuple[State, dict]:
     """``state`` one step on, with ``batches[name]`` lists as the step consumes them."""
     g, t = state.graph, state.step + 1
     names = g.updates_at(t)
     starts = tuple(n for n in names if g.starts_inner_loop(n, t))
-    params, opt_states, states, last, logs = run(names, starts, state.params, state.opt_states,
-                                                 state.states, batches, state.last_batch)
-    return State(g, t, params, opt_states, states, last), logs
+    params, opt_states, states, last, out = run(names, starts, state.params, state.opt_states,
+                                                state.states, batches, state.last_batch,
+                                                logs=logs)
+    return State(g, t, params, opt_states, states, last), out
 
 
 def _as_list(name: str, batch: Any, k: int) -> list:

@@ -17,7 +17,7 @@ PyTree = Any
 
 
 def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, states: dict,
-         batches: dict, last_batch: dict, replicate: Any = None
+         batches: dict, last_batch: dict, replicate: Any = None, logs: bool = True
          ) -> tuple[dict, dict, dict, dict, dict]:
     """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
     inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
@@ -27,10 +27,12 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     problem, read when lower problems' responses are evaluated; ``states`` the problems' buffers.
     Returns new ``params``, ``opt_states``, ``states``, ``last_batch`` and per-problem logs
     (tensors: no host sync). ``replicate`` (data parallel) wraps the params entering every loss
-    so that each derivative is averaged over ranks (``_replicate.py``).
+    so that each derivative is averaged over ranks (``_replicate.py``). ``logs=False`` skips
+    the logging work (norms, rates): the logs come back empty.
     """
     ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate)
-    params, opt_states, logs = dict(params), dict(opt_states), {}
+    want, logs = logs, {}
+    params, opt_states = dict(params), dict(opt_states)
     for name in names:
         p = graph.problems[name]
         value, metrics, grads, scale, residuals = None, {}, None, None, {}
@@ -48,11 +50,12 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
                 theta = p.project(theta)
             if scale is not None:  # fp16: the scale and skipped steps are logged too
                 metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
-        logs[name] = _log(value, metrics, grads, residuals)
-        if scale is not None:  # the norm of the true (unscaled) gradient
-            logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
-        if p.optimizer.learning_rate is not None:  # the rate this update used
-            logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
+        if want:
+            logs[name] = _log(value, metrics, grads, residuals)
+            if scale is not None:  # the norm of the true (unscaled) gradient
+                logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
+            if p.optimizer.learning_rate is not None:  # the rate this update used
+                logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
         params[name], opt_states[name] = theta, state
     last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
     return params, opt_states, ctx.state, last, logs
