@@ -12,11 +12,12 @@ AOT = {"backend": "aot_eager"}
 QUIET = dict(progress=False, console=False, log_every=1)
 
 
-def bilevel(method, unroll=1, lower_opt=None):
+def bilevel(method, unroll=1, lower_opt=None, **lower_kw):
     p = testing.ridge(d=6, kappa=30.0, n_train=18)
     opt = lower_opt or optim.sgd(0.01, momentum=0.5)
     lower = mlo.Problem("lower", lambda th, b, *, upper: p.inner_loss(th, upper),
-                        torch.zeros(6, dtype=F64), opt, hypergrad=method, unroll_steps=unroll)
+                        torch.zeros(6, dtype=F64), opt, hypergrad=method, unroll_steps=unroll,
+                        **lower_kw)
     upper = mlo.Problem("upper", lambda lam, b, *, lower: p.outer_loss(lower, lam), p.lam,
                         optim.adam(0.01))
     return [lower, upper], {"upper": ["lower"]}
@@ -31,11 +32,28 @@ CASES = {
     "unrolled": lambda: bilevel(hg.unrolled(), unroll=2),
     "unrolled_ckpt_adam": lambda: bilevel(hg.unrolled(checkpoint_every=1), unroll=3,
                                           lower_opt=optim.adam(0.01)),
+    "accumulate_warmup_project": lambda: bilevel(
+        hg.cg(maxiter=3), accumulate=2, warmup=2, project=lambda th: th.clamp(min=-0.5)),
+    "buffers": lambda: with_state(),
     "three_levels_cg": lambda: (Nested(1.0).problems(hg.cg(maxiter=5), hg.cg(maxiter=4)),
                                 {"top": ["middle", "bottom"], "middle": ["bottom"]}),
     "three_levels_darts": lambda: (Nested(1.0).problems(hg.cg(maxiter=5), hg.darts()),
                                    {"top": ["middle", "bottom"], "middle": ["bottom"]}),
 }
+
+
+def with_state():
+    """A lower whose loss centres its input by a running mean kept as explicit state."""
+    p = testing.ridge(d=6, kappa=30.0, n_train=18)
+
+    def inner(th, b, *, upper, state):
+        return p.inner_loss(th - state, upper), {}, 0.9 * state + 0.1 * th
+
+    lower = mlo.Problem("lower", inner, torch.zeros(6, dtype=F64), optim.sgd(0.01),
+                        hypergrad=hg.cg(maxiter=3), state=torch.zeros(6, dtype=F64))
+    upper = mlo.Problem("upper", lambda lam, b, *, lower: p.outer_loss(lower, lam), p.lam,
+                        optim.adam(0.01))
+    return [lower, upper], {"upper": ["lower"]}
 
 
 def patterns(problems, graph, steps):

@@ -11,6 +11,7 @@ from .._errors import check_nonneg_int, fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._compile import stepper
+from ._context import detached
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
@@ -146,7 +147,8 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
                 shared["history"], shared["stop"])
     # params that are leaves of a user's graph (nn.Parameters) start the program detached
     params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
-    states = {n: p.state for n, p in g.problems.items() if p.state is not None}
+    states = {n: tree.map(detached, p.state) for n, p in g.problems.items()
+              if p.state is not None}  # new objects: a compiled step guards on identity
     if rt is not None:  # every rank starts from rank 0's values
         params, states = rt.sync(params), rt.sync(states)
     opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}

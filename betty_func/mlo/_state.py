@@ -18,6 +18,7 @@ import torch.utils._pytree as torch_pytree
 from .. import tree
 from .._errors import fail
 from ._compile import stepper
+from ._context import detached
 from ._data import Source
 from ._graph import Graph, build
 from ._preflight import peek, preflight
@@ -87,7 +88,8 @@ def init(problems: Sequence[Problem], graph: Mapping, batches: Optional[Mapping]
                   for n, p in g.problems.items()}
     preflight(g, params, sample)
     return State(g, 0, params, {n: p.optimizer.init(params[n]) for n, p in g.problems.items()},
-                 {n: p.state for n, p in g.problems.items() if p.state is not None},
+                 {n: tree.map(detached, p.state) for n, p in g.problems.items()
+                  if p.state is not None},
                  {n: None for n in g.order})
 
 
