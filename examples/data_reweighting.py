@@ -14,10 +14,10 @@ Data: the bundled 10k MNIST digits, split into a long-tailed train set (imbalanc
 common class has ~100x the examples of the rarest, class order shuffled), a balanced meta set
 (10 per class) and a balanced held-out test set (200 per class).
 
-Measured (3 seeds, 800 steps, 253 s on 2 CPU cores): test accuracy 77.17 ± 2.35 % for the baseline,
+Measured (3 seeds, 800 steps, 211 s on 2 CPU cores): test accuracy 77.17 ± 2.35 % for the baseline,
 81.57 ± 1.05 % class-balanced, 77.53 / 77.80 / 77.73 % with darts / cg / neumann fed the loss
 (paired per seed, cg gains +0.00 / +0.65 / +1.25 points — not the tutorial's margin), and
-82.78 ± 1.01 % with darts fed the class size (+5.55 / +7.45 / +3.85: the net learns weights that
+82.90 ± 1.06 % with darts fed the class size (+5.55 / +7.80 / +3.85: the net learns weights that
 fall with the class size, beyond 1 / n_c). A loss-fed net cannot tell a rare class from a frequent
 one once both are fit; the README has the learned weights and the other probes.
 On full MNIST (the tutorial's data; the README says how to get it offline) Betty's recipe exactly
