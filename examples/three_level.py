@@ -15,9 +15,9 @@ The table compares the one-level classifier (fixed decay 5e-4, uniform weights),
 version (learned decay; learned weights) and the three-level one, with the learned decay and the
 mean weight the reweighting net gives clean vs corrupted train examples at the end.
 
-Measured (3 seeds, 600 steps, 244 s on 2 CPU cores), test accuracy: one level 65.27 ± 3.19 %,
+Measured (3 seeds, 600 steps, 149 s on 2 CPU cores), test accuracy: one level 65.27 ± 3.19 %,
 decay>classifier 64.14 ± 3.02, weights>classifier 87.74 ± 0.88, both side by side 85.63 ± 4.32,
-weights>decay>classifier 87.88 ± 0.90 (the README discusses what each level adds).
+weights>decay>classifier 87.53 ± 1.37 (the README discusses what each level adds).
 
 Run:  python examples/three_level.py            (3 seeds, all four versions)
       python examples/three_level.py --quick    (seconds; the smoke test)
