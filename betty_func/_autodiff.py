@@ -70,7 +70,7 @@ def grad_aux(f: Callable[[PyTree], tuple], x: PyTree) -> tuple[PyTree, Any]:
     with torch.enable_grad():
         out, aux = f(xt)
         g = _grads(out, leaves, None, outer, keep=False)
-    return tree.unflatten(tree.structure(x), g), tree.map(_detach, aux)  # aux: values, logs
+    return tree.unflatten(tree.structure(x), g), tree.map(detached, aux)  # aux: values, logs
 
 
 def vjp(f: Callable[..., PyTree], *primals: PyTree, has_aux: bool = False) -> tuple:
@@ -95,9 +95,10 @@ def vjp(f: Callable[..., PyTree], *primals: PyTree, has_aux: bool = False) -> tu
             g = iter(_grads(out, flat, cot, outer, keep=True))
         return tuple(tree.unflatten(tree.structure(p), [next(g) for _ in leaves])
                      for p, (leaves, _, _) in zip(primals, tracked))
-    value = out if _differentiable(outer) else tree.map(_detach, out)
-    return (value, pullback, tree.map(_detach, aux)) if has_aux else (value, pullback)
+    value = out if _differentiable(outer) else tree.map(detached, out)
+    return (value, pullback, tree.map(detached, aux)) if has_aux else (value, pullback)
 
 
-def _detach(x: Any) -> Any:
+def detached(x: Any) -> Any:
+    """``x`` detached if it is a tensor, else ``x``."""
     return x.detach() if isinstance(x, torch.Tensor) else x

@@ -14,7 +14,6 @@ from ._inner import LossInner
 from ._method import HypergradInfo, Loss, outer_grads
 
 PyTree = Any
-GradFn = Callable[[PyTree, PyTree], PyTree]
 
 
 class Implicit:

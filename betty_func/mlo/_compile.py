@@ -49,29 +49,32 @@ def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
     return run
 
 
+def split_none(tree: Any) -> tuple[list, tuple]:
+    """``(children, context)``: ``tree``'s leaves other than None, and what rebuilds it
+    (:func:`join_none`). Registered pytree nodes flatten this way so that ``vmap`` maps over
+    tensors only (a problem without data has None batches, a problem without buffers None)."""
+    leaves, spec = torch_pytree.tree_flatten(tree)
+    idx = tuple(i for i, x in enumerate(leaves) if x is not None)
+    return [leaves[i] for i in idx], (spec, idx, len(leaves))
+
+
+def join_none(children: Any, ctx: tuple) -> Any:
+    spec, idx, n = ctx
+    leaves: list = [None] * n
+    for i, c in zip(idx, children):
+        leaves[i] = c
+    return torch_pytree.tree_unflatten(leaves, spec)
+
+
 class _Packed:
-    """A pytree whose children are its tree's leaves other than None (``vmap`` maps over
-    tensors only; a problem without data has None batches)."""
+    """A pytree whose children are its tree's leaves other than None."""
 
     def __init__(self, tree: Any):
         self.tree = tree
 
 
-def _flatten(p: _Packed) -> tuple[list, tuple]:
-    leaves, spec = torch_pytree.tree_flatten(p.tree)
-    idx = tuple(i for i, x in enumerate(leaves) if x is not None)
-    return [leaves[i] for i in idx], (spec, idx, len(leaves))
-
-
-def _unflatten(children: Any, ctx: tuple) -> _Packed:
-    spec, idx, n = ctx
-    leaves: list = [None] * n
-    for i, c in zip(idx, children):
-        leaves[i] = c
-    return _Packed(torch_pytree.tree_unflatten(leaves, spec))
-
-
-torch_pytree.register_pytree_node(_Packed, _flatten, _unflatten,
+torch_pytree.register_pytree_node(_Packed, lambda p: split_none(p.tree),
+                                  lambda children, ctx: _Packed(join_none(children, ctx)),
                                   serialized_type_name="betty_func.mlo._Packed")
 
 

@@ -82,9 +82,3 @@ def _call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, A
 def call_reset(p: Any, theta: PyTree, params: dict) -> PyTree:
     """``p.reset(theta, **reads)``: the start of an inner loop (MAML: the meta-parameters)."""
     return p.reset(theta, **{k: params[k] for k in p.reset_reads})
-
-
-def detached(x: Any) -> Any:
-    """``x`` detached if it is a tensor (initial params and buffers enter a program as new
-    objects: a user's leaf keeps no graph, and a compiled step does not guard on identity)."""
-    return x.detach() if isinstance(x, torch.Tensor) else x

@@ -40,7 +40,11 @@ class Lower:
         return {**self.values, **x, self.name: theta}
 
     def _grad(self, theta: PyTree, x: dict) -> PyTree:
-        return _sweep.total_grad(self.ctx, self.name, self._point(theta, x))[0][self.name]
+        return self._grad_at(self._point(theta, x))
+
+    def _grad_at(self, at: dict) -> PyTree:
+        """D's optimality map at ``at`` (every problem's params)."""
+        return _sweep.total_grad(self.ctx, self.name, at)[0][self.name]
 
     def linearize(self, theta: PyTree, x: dict) -> tuple[PyTree, Any]:
         """``(g, u -> ((∂θ g)ᵀu, (∂x g)ᵀu))`` with every path through D's lowers' responses."""
@@ -50,8 +54,7 @@ class Lower:
         point = self._point(theta, x)
 
         def fn(th: PyTree, xx: dict, dd: dict) -> PyTree:
-            at = {**point, **xx, **dd, self.name: th}
-            return _sweep.total_grad(self.ctx, self.name, at)[0][self.name]
+            return self._grad_at({**point, **xx, **dd, self.name: th})
 
         value, pull = vjp(fn, theta, x, {d: point[d] for d in below})
 

@@ -7,11 +7,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 
 from .. import tree
+from .._autodiff import detached
 from .._errors import check_nonneg_int, fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._compile import stepper
-from ._context import detached
 from ._data import Source, draw
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)

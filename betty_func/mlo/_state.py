@@ -16,9 +16,9 @@ import torch
 import torch.utils._pytree as torch_pytree
 
 from .. import tree
+from .._autodiff import detached
 from .._errors import fail
-from ._compile import stepper
-from ._context import detached
+from ._compile import join_none, split_none, stepper
 from ._data import Source
 from ._graph import Graph, build
 from ._preflight import peek, preflight
@@ -44,18 +44,14 @@ class State:
 
 def _flatten(s: State) -> tuple[list, tuple]:
     """Children: every leaf but None (a problem with no batch yet, a state with no buffer): those
-    stay in the static context, so ``vmap`` maps over tensors only."""
-    leaves, spec = torch_pytree.tree_flatten((s.params, s.opt_states, s.states, s.last_batch))
-    idx = tuple(i for i, x in enumerate(leaves) if x is not None)
-    return [leaves[i] for i in idx], (s.graph, s.step, spec, idx, len(leaves))
+    stay in the static context with the program and the step, so ``vmap`` maps over tensors."""
+    children, ctx = split_none((s.params, s.opt_states, s.states, s.last_batch))
+    return children, (s.graph, s.step, ctx)
 
 
 def _unflatten(children: Any, meta: tuple) -> State:
-    graph, t, spec, idx, n = meta
-    leaves: list = [None] * n
-    for i, c in zip(idx, children):
-        leaves[i] = c
-    return State(graph, t, *torch_pytree.tree_unflatten(leaves, spec))
+    graph, t, ctx = meta
+    return State(graph, t, *join_none(children, ctx))
 
 
 torch_pytree.register_pytree_node(State, _flatten, _unflatten,

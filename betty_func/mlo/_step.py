@@ -5,6 +5,7 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+
 from .. import optim, tree
 from .._autodiff import vjp
 from ..hypergrad._unrolled import _rng_snapshot, _run
