@@ -6,8 +6,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .. import tree
-from .._autodiff import detached
 from .._errors import check_nonneg_int, fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
@@ -19,7 +17,7 @@ from ._graph import Graph, build
 from ._monitor import EarlyStopping
 from ._preflight import peek, preflight
 from ._problem import Problem
-from ._state import State, advance
+from ._state import State, advance, fresh
 
 
 @dataclass
@@ -145,18 +143,11 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
         last = {**{n: None for n in g.order}, **shared["last_batch"]}
         return (State(g, shared["step"], shared["params"], opt_states, shared["states"], last),
                 shared["history"], shared["stop"])
-    # params that are leaves of a user's graph (nn.Parameters) start the program detached
-    params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
-    states = {n: tree.map(detached, p.state) for n, p in g.problems.items()
-              if p.state is not None}  # new objects: a compiled step guards on identity
-    if rt is not None:  # every rank starts from rank 0's values
-        params, states = rt.sync(params), rt.sync(states)
-    opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
-    check_sharded(g, opt_states)
+    state = fresh(g, None if rt is None else rt.sync)
+    check_sharded(g, state.opt_states)
     with torch.random.fork_rng():  # peeking draws no data position and no random number
         from_env = env(1) if env is not None else {}
         peeked = {n: peek(sources[n], from_env, n) for n in g.order}
-    preflight(g, params, peeked if rt is None else
+    preflight(g, state.params, peeked if rt is None else
               {n: rt.shard({n: [b]})[n][0] for n, b in peeked.items()})
-    state = State(g, 0, params, opt_states, states, {n: None for n in g.order})
     return state, {}, {"best": None, "best_params": None, "bad": 0}

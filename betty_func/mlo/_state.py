@@ -77,16 +77,26 @@ def init(problems: Sequence[Problem], graph: Mapping, batches: Optional[Mapping]
         ([1.0, 1.0], 30)
     """
     g = build(problems, graph)
-    params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
+    state = fresh(g)
     given = dict(batches or {})
     with torch.random.fork_rng():
         sample = {n: given[n] if n in given else peek(Source(n, p.data), {}, n)
                   for n, p in g.problems.items()}
-    preflight(g, params, sample)
-    return State(g, 0, params, {n: p.optimizer.init(params[n]) for n, p in g.problems.items()},
-                 {n: tree.map(detached, p.state) for n, p in g.problems.items()
-                  if p.state is not None},
-                 {n: None for n in g.order})
+    preflight(g, state.params, sample)
+    return state
+
+
+def fresh(g: Graph, sync: Optional[Callable] = None) -> State:
+    """Step 0 of the program ``g``: the problems' params and buffers as new, detached objects
+    (a user's ``nn.Parameter`` keeps no graph alive, and a compiled step does not guard on
+    their identity), rank 0's through ``sync`` under data parallel; fresh optimizer states."""
+    params = {n: tree.map(torch.Tensor.detach, p.params) for n, p in g.problems.items()}
+    states = {n: tree.map(detached, p.state) for n, p in g.problems.items()
+              if p.state is not None}
+    if sync is not None:  # every rank starts from rank 0's values
+        params, states = sync(params), sync(states)
+    opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
+    return State(g, 0, params, opt_states, states, {n: None for n in g.order})
 
 
 def due(state: State) -> dict:
