@@ -4,6 +4,8 @@ One spawn runs every two-rank scenario (the processes' start-up is the cost) and
 each rank ended with; the tests compare those with one-process runs here.
 """
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -19,8 +21,13 @@ METHODS = ("darts", "cg", "unrolled")
 STEPS = 10  # 5 outer steps: the outer problem updates once per 2 inner updates
 
 
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else -1
+
+
 def _worker(rank: int, world: int, tmp: str) -> None:
     torch.set_num_threads(1)
+    alone = _threads()
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank,
                             world_size=world)
     try:
@@ -61,9 +68,10 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             out["disagree"] = None
         except ValueError as e:
             out["disagree"] = str(e)
-        torch.save(out, f"{tmp}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+    out["threads"] = (alone, _threads())  # the group's gloo threads are gone with it
+    torch.save(out, f"{tmp}/rank{rank}.pt")
 
 
 def _error(fn) -> str:
@@ -220,6 +228,32 @@ def test_a_batch_that_does_not_split_evenly_is_refused(ranks):
     for r in (r0, r1):
         assert "a batch of 'inner' does not split evenly over 2 ranks (dim 0). Got shape (15, 12)" \
             in r["odd"]
+
+
+def test_the_process_group_is_freed_by_destroy_process_group(ranks):
+    """torch._dynamo imported after init_process_group pins the group (its gloo threads then
+    abort the interpreter at exit, now and then); betty_func loads it first."""
+    _, (r0, r1) = ranks
+    for r in (r0, r1):
+        alone, after = r["threads"]
+        if alone < 0:
+            pytest.skip("no /proc/self/task to count threads")
+        assert after == alone
+
+
+def test_importing_betty_func_after_init_process_group_warns(tmp_path):
+    code = ("import warnings, torch.distributed as d\n"
+            f"d.init_process_group('gloo', init_method='file://{tmp_path}/s', rank=0, "
+            "world_size=1)\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import betty_func\n"
+            "print([str(x.message) for x in w if 'init_process_group' in str(x.message)])\n"
+            "d.destroy_process_group()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Import betty_func (or torch._dynamo) before init_process_group" in out.stdout
 
 
 def test_data_parallel_without_a_process_group_is_refused():

@@ -28,7 +28,9 @@ class Distributed:
     * ``group``: the process group (None: the default one).
 
     Losses must be means over their batch and shards equal in size: then gradients and
-    hypergradients equal those of one process on the concatenated batches.
+    hypergradients equal those of one process on the concatenated batches. Import betty_func
+    before ``init_process_group`` (a warning says so otherwise): ``torch._dynamo``, which it
+    loads, pins a group that already exists, whose threads can then abort the process at exit.
 
     Example (as ``torchrun --nproc_per_node=2 train.py`` after ``init_process_group()``, each
     rank fits on 2 of the 4 rows; run alone, one process fits on all 4; asking for
