@@ -81,17 +81,24 @@ def test_mismatched_pytrees():
     (lambda: hg.unrolled(-1, optim.sgd(0.1)), r"hypergrad\.unrolled.*`steps` must be an integer >= 0\. Got -1"),
     (lambda: hg.unrolled(0, optim.sgd(0.1)), r"`steps` must be >= 1 to differentiate"),
     (lambda: hg.unrolled(5, optim.sgd(0.1), checkpoint_every=-2), r"`checkpoint_every` must be an integer >= 0"),
-    (lambda: hg.unrolled(5, torch.optim.SGD([torch.ones(1)], 0.1)),
-     r"`optimizer` must be a betty_func\.optim optimizer\. Got SGD\. Pass e\.g\. optim\.sgd"),
     (lambda: hg.neumann(steps=-1), r"linsolve\.neumann.*`steps` must be an integer >= 0"),
     (lambda: hg.neumann(steps=3, alpha=-0.5), r"`alpha` must be a number > 0\. Got -0\.5"),
     (lambda: hg.cg(maxiter=-3), r"`maxiter` must be an integer >= 0\. Got -3"),
     (lambda: hg.darts(eps=0.0), r"finite_difference.*`eps` must be a number > 0"),
-    (lambda: hg.grad(outer, "inner", hg.cg()), r"`inner_loss` must be callable\. Got str"),
-    (lambda: hg.grad(outer, inner, "cg"), r"`method` must be a hypergradient method\. Got str"),
 ])
 def test_bad_configuration(make, match):
     with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: hg.unrolled(5, torch.optim.SGD([torch.ones(1)], 0.1)),
+     r"`optimizer` must be a betty_func\.optim optimizer\. Got SGD\. Pass e\.g\. optim\.sgd"),
+    (lambda: hg.grad(outer, "inner", hg.cg()), r"`inner_loss` must be callable\. Got str"),
+    (lambda: hg.grad(outer, inner, "cg"), r"`method` must be a hypergradient method \(an object with the method protocol's `pullback`\)\. Got str"),
+])
+def test_wrong_kind_of_object(make, match):
+    with pytest.raises(TypeError, match=match):
         make()
 
 

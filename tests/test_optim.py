@@ -160,11 +160,11 @@ def test_zero_gradient_gives_finite_derivatives():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: optim.sgd(-0.1), r"optim\.sgd.*`lr` must be a number >= 0 or a schedule.*Got -0\.1"),
-    (lambda: optim.sgd(0.1, momentum=1.5), r"`momentum` must lie in \[0, 1\)\. Got 1\.5"),
+    (lambda: optim.sgd(-0.1), r"optim\.sgd.*`lr` must be a finite number >= 0 or a schedule.*Got -0\.1"),
+    (lambda: optim.sgd(0.1, momentum=1.5), r"`momentum` must be a number in \[0, 1\)\. Got 1\.5"),
     (lambda: optim.sgd(0.1, nesterov=True), r"Nesterov momentum needs momentum > 0"),
-    (lambda: optim.adam(1e-3, betas=(0.9, 1.0)), r"optim\.adam.*`betas\[1\]` must lie in \[0, 1\)"),
-    (lambda: optim.adamw(1e-3, weight_decay=-1), r"`eps` and `weight_decay` must be >= 0"),
+    (lambda: optim.adam(1e-3, betas=(0.9, 1.0)), r"optim\.adam.*`betas\[1\]` must be a number in \[0, 1\)"),
+    (lambda: optim.adamw(1e-3, weight_decay=-1), r"`weight_decay` must be a number >= 0\. Got -1"),
     (lambda: optim.multistep(0.1, [5, 2]), r"`milestones` must be increasing"),
     (lambda: optim.cosine(0.1, 0), r"`total_steps` must be >= 1"),
     (lambda: optim.warmup(0.1, -3), r"`steps` must be an integer >= 0\. Got -3"),

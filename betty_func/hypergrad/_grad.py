@@ -36,10 +36,12 @@ def grad(outer_loss: Loss, inner_loss: Loss, method: Method,
     for name, fn in (("outer_loss", outer_loss), ("inner_loss", inner_loss)):
         if not callable(fn):
             fail(API, f"`{name}` must be callable", type(fn).__name__,
-                 f"Pass {name}(inner_params, outer_params, *args) -> scalar.")
-    if not callable(method) and not callable(getattr(method, "pullback", None)):
-        fail(API, "`method` must be a hypergradient method", type(method).__name__,
-             "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.unrolled(10, optim.sgd(0.1)).")
+                 f"Pass {name}(inner_params, outer_params, *args) -> scalar.", exc=TypeError)
+    if not callable(getattr(method, "pullback", None)):
+        fail(API, "`method` must be a hypergradient method (an object with the method "
+             "protocol's `pullback`)", type(method).__name__,
+             "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.unrolled(10, optim.sgd(0.1)); a "
+             "linear solver goes inside one: hypergrad.implicit(linsolve.cg(10)).", exc=TypeError)
     # a method that only has the protocol's `pullback` (one written for mlo.solve) works here
     # too: inner_params is then the inner solution, and the direct term is added here
     run = method if callable(method) else functools.partial(_by_pullback, method)

@@ -122,5 +122,15 @@ def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] 
         >>> g(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])).tolist()
         [1.0, 2.0]
     """
+    api = "hypergrad.implicit(solve, mixed, hvp)"
+    if solve is not None and not isinstance(solve, ls.LinearSolver):
+        fail(api, "`solve` must be a linear solver from betty_func.linsolve",
+             type(solve).__name__, "Pass e.g. linsolve.cg(maxiter=10); hypergrad.cg(...) is a "
+             "whole method, not a solver.", exc=TypeError)
+    for name, fn in (("mixed", mixed), ("hvp", hvp)):
+        if fn is not None and not callable(fn):
+            fail(api, f"`{name}` must be a function", f"{type(fn).__name__} {fn!r}",
+                 "Pass e.g. mixed=hypergrad.finite_difference(0.01) or "
+                 "hvp=hypergrad.forward_over_reverse.", exc=TypeError)
     return Implicit(solve if solve is not None else ls.cg(maxiter=10),
                     mixed if mixed is not None else exact_mixed(), hvp)

@@ -10,6 +10,7 @@ from .. import _autodiff
 from .. import optim as _optim
 from .. import tree
 from .._errors import check_nonneg_int, fail
+from ..optim._base import check_optimizer
 from ._checks import depends, ensure_coupled, tracks, value_depending
 from ._inner import LossInner, Updates
 from ._method import HypergradInfo, Loss, outer_grads
@@ -114,10 +115,8 @@ def unrolled(steps: Optional[int] = None, optimizer: Optional[_optim.Optimizer] 
         if steps == 0:
             fail(api, "`steps` must be >= 1 to differentiate through the inner problem", steps)
     check_nonneg_int(api, "checkpoint_every", checkpoint_every)
-    if optimizer is not None and not isinstance(optimizer, _optim.Optimizer):
-        fail(api, "`optimizer` must be a betty_func.optim optimizer", type(optimizer).__name__,
-             "Pass e.g. optim.sgd(0.1); torch.optim optimizers mutate in place and cannot be "
-             "differentiated through.")
+    if optimizer is not None:
+        check_optimizer(api, "optimizer", optimizer)
     return Unrolled(steps, optimizer, checkpoint_every)
 
 

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 
 from .. import tree
-from .._errors import check_nonneg_int, fail
+from .._errors import check_nonneg, check_nonneg_int, fail
 from ._base import LinearSolver, MatVec
 
 
@@ -53,12 +53,15 @@ def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0,
         [0.0909, 0.6364]
     """
     api = "linsolve.cg(maxiter, tol, damping, batch_dims)"
-    check_nonneg_int(api, "maxiter", maxiter)
+    if check_nonneg_int(api, "maxiter", maxiter) == 0:
+        fail(api, "`maxiter` must be >= 1: no iteration leaves the initial guess, an exact "
+             "zero without one", maxiter, "Pass maxiter >= 1 (10 is the default).")
+    check_nonneg_int(api, "batch_dims", batch_dims)
     if batch_dims not in (0, 1):
         fail(api, "`batch_dims` must be 0 or 1", batch_dims, "Use 1 for a leading task dimension.")
     nb = batch_dims
-    if not tol >= 0 or not damping >= 0:
-        fail(api, "`tol` and `damping` must be >= 0", f"tol={tol}, damping={damping}")
+    check_nonneg(api, "tol", tol)
+    check_nonneg(api, "damping", damping)
 
     def run(matvec: MatVec, b: Any, init: Optional[Any]) -> tuple:
         if init is None:

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import torch
 
 from .. import tree
-from .._errors import fail
+from .._errors import check_nonneg
 from ._base import LinearSolver, MatVec
 
 
@@ -25,8 +25,7 @@ def dense(damping: float = 0.0) -> LinearSolver:
         >>> [round(v, 4) for v in x.tolist()]
         [0.0909, 0.6364]
     """
-    if not damping >= 0:
-        fail("linsolve.dense(damping)", "`damping` must be >= 0", damping)
+    check_nonneg("linsolve.dense(damping)", "damping", damping)
 
     def run(matvec: MatVec, b: Any, init: Optional[Any]) -> tuple:
         flat_b, unravel = tree.ravel(b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .. import tree
-from .._errors import check_nonneg_int, check_positive
+from .._errors import check_nonneg, check_nonneg_int, check_positive, fail
 from ._base import LinearSolver, MatVec
 
 
@@ -24,10 +24,11 @@ def neumann(steps: int = 5, alpha: float = 1.0, damping: float = 0.0) -> LinearS
         [0.5, 0.5]
     """
     api = "linsolve.neumann(steps, alpha, damping)"
-    check_nonneg_int(api, "steps", steps)
+    if check_nonneg_int(api, "steps", steps) == 0:
+        fail(api, "`steps` must be >= 1 (zero terms is alpha * b, the identity "
+             "approximation)", steps, "Pass steps >= 1, or use linsolve.identity(alpha).")
     check_positive(api, "alpha", alpha)
-    if damping:
-        check_positive(api, "damping", damping)
+    check_nonneg(api, "damping", damping)
 
     def run(matvec: MatVec, b: Any, init: Optional[Any]) -> tuple:
         term = acc = b

@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 from .. import hypergrad as hg
 from .. import optim, tree
 from .._errors import check_nonneg_int, fail
+from ..optim._base import check_optimizer
 
 PyTree = Any
 Method = Any  # anything with the method protocol's `pullback` (hypergrad/_inner.py)
@@ -70,13 +71,14 @@ class Problem:
         if not isinstance(self.name, str) or not self.name.isidentifier():
             fail(api, "`name` must be a valid Python identifier (losses read problems by keyword)",
                  repr(self.name), "Use e.g. 'classifier' or 'reweight'.")
+        if self.name == "state":
+            fail(api, "`name` 'state' is reserved (a loss with buffers reads them as the "
+                 "keyword `state`)", repr(self.name), "Pick another name, e.g. 'model'.")
         for what, fn in (("loss", self.loss), ("project", self.project), ("reset", self.reset)):
             if fn is not None and not callable(fn):
                 fail(api, f"`{what}` must be callable", type(fn).__name__)
         tree.check_float(api, self.params, "params")
-        if not isinstance(self.optimizer, optim.Optimizer):
-            fail(api, "`optimizer` must be a betty_func.optim optimizer", type(self.optimizer).__name__,
-                 "Pass e.g. optim.sgd(0.1) or optim.adam(1e-3).")
+        check_optimizer(api, "optimizer", self.optimizer)
         for knob in ("unroll_steps", "accumulate"):
             if check_nonneg_int(api, knob, getattr(self, knob)) == 0:
                 fail(api, f"`{knob}` must be >= 1", 0)
@@ -111,7 +113,8 @@ class Problem:
             if m is not None and not callable(getattr(m, "pullback", None)):
                 fail(api, "`hypergrad` must be a hypergradient method or {upper: method}",
                      type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts() "
-                     "(a method of your own needs a `pullback`: see hypergrad/_inner.py).")
+                     "(a method of your own needs a `pullback`: see hypergrad/_inner.py).",
+                     exc=TypeError)
             if not getattr(m, "unrolls", False):
                 continue
             steps, opt = getattr(m, "steps", None), getattr(m, "optimizer", None)
@@ -148,4 +151,11 @@ def _keyword_reads(api: str, fn: Callable, positional: int = 2) -> tuple:
         what = "`loss` must take (params, batch, *, <problem names>...)" if positional == 2 else \
             "`reset` must take (params, *, <problem names>...)"
         fail(api, what, f"signature {sig}", "Add the missing positional parameter.")
+    required = [p for p in pos if p.default is p.empty]
+    if len(required) > positional:
+        extra = ", ".join(p.name for p in required[positional:])
+        head = "loss(params, batch" if positional == 2 else "reset(params"
+        fail(api, f"`{'loss' if positional == 2 else 'reset'}` takes {len(required)} positional "
+             f"parameters; reads of other problems are keyword-only", f"signature {sig}",
+             f"Write {head}, *, {extra}) so that each read is found by name.")
     return tuple(p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY)

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import tree
-from .._errors import fail
+from .._errors import check_nonneg, fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
                     rate_of, scalar_dtype)
 
@@ -28,11 +28,17 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
 def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float,
           amsgrad: bool, decoupled: bool) -> Optimizer:
     check_lr(api, lr)
+    if not isinstance(betas, (tuple, list)):
+        fail(api, "`betas` must be a pair (beta1, beta2)", f"{type(betas).__name__} {betas!r}",
+             "Pass e.g. betas=(0.9, 0.999).", exc=TypeError)
+    if len(betas) != 2:
+        fail(api, "`betas` must be a pair (beta1, beta2)", f"{len(betas)} values {betas!r}",
+             "Pass e.g. betas=(0.9, 0.999).")
     b1, b2 = betas
     check_unit(api, "betas[0]", b1, closed=False)
     check_unit(api, "betas[1]", b2, closed=False)
-    if eps < 0 or weight_decay < 0:
-        fail(api, "`eps` and `weight_decay` must be >= 0", f"eps={eps}, weight_decay={weight_decay}")
+    check_nonneg(api, "eps", eps)
+    check_nonneg(api, "weight_decay", weight_decay)
 
     def init(params: Any) -> AdamState:
         zeros = tree.zeros_like

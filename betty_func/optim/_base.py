@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional, Union
 
+import math
+
 import torch
 
 from .. import tree
-from .._errors import fail
+from .._errors import check_number, fail
 
 PyTree = Any
 Schedule = Callable[[torch.Tensor], Union[float, torch.Tensor]]
@@ -46,6 +48,13 @@ def step(opt: Optimizer, params: PyTree, grads: PyTree, state: PyTree) -> tuple[
 
 def chain(*transforms: Optimizer) -> Optimizer:
     """Compose transformations left to right, e.g. ``chain(clip_by_global_norm(1.0), sgd(0.1))``."""
+    if not transforms:
+        fail("optim.chain(*transforms)", "`chain` needs at least one transformation (with none, "
+             "the update is the raw gradient, added to the params: ascent)", "chain()",
+             "Pass e.g. optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1)).")
+    for i, t in enumerate(transforms):
+        check_optimizer("optim.chain(*transforms)", f"transforms[{i}]", t)
+
     def init(params: PyTree) -> tuple:
         return tuple(t.init(params) for t in transforms)
 
@@ -91,13 +100,22 @@ def check_lr(api: str, lr: LearningRate) -> None:
     """Raise a clear error for a learning rate that is neither a number >= 0 nor a schedule."""
     if callable(lr):
         return
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0:
-        fail(api, "`lr` must be a number >= 0 or a schedule `step -> lr`", repr(lr),
-             "Pass e.g. lr=0.1 or lr=optim.multistep(0.1, [1500, 2500], 0.1).")
+    fix = "Pass e.g. lr=0.1 or lr=optim.multistep(0.1, [1500, 2500], 0.1)."
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        fail(api, "`lr` must be a number >= 0 or a schedule `step -> lr`",
+             f"{type(lr).__name__} {lr!r}", fix, exc=TypeError)
+    if not math.isfinite(lr) or lr < 0:
+        fail(api, "`lr` must be a finite number >= 0 or a schedule `step -> lr`", repr(lr), fix)
 
 
 def check_unit(api: str, name: str, value: float, closed: bool = True) -> None:
     """Raise a clear error unless ``0 <= value <= 1`` (``< 1`` when ``closed`` is False)."""
-    ok = isinstance(value, (int, float)) and 0 <= value and (value <= 1 if closed else value < 1)
-    if not ok:
-        fail(api, f"`{name}` must lie in [0, 1{']' if closed else ')'}", repr(value))
+    check_number(api, name, value, 0, 1, open_high=not closed)
+
+
+def check_optimizer(api: str, name: str, opt: Any) -> None:
+    """A ``TypeError`` unless ``opt`` is a betty_func optimizer (not a ``torch.optim`` one)."""
+    if not isinstance(opt, Optimizer):
+        fail(api, f"`{name}` must be a betty_func.optim optimizer", type(opt).__name__,
+             "Pass e.g. optim.sgd(0.1) or optim.adam(1e-3); a torch.optim optimizer mutates "
+             "params in place and cannot be differentiated through.", exc=TypeError)

@@ -7,7 +7,7 @@ import torch
 
 from .. import tree
 from .._errors import check_positive, fail
-from ._base import Optimizer
+from ._base import Optimizer, check_optimizer
 
 PyTree = Any
 
@@ -42,6 +42,7 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
         [-0.1, -0.1]
     """
     api = "optim.loss_scaled(opt, init_scale, growth_interval, factor)"
+    check_optimizer(api, "opt", opt)
     check_positive(api, "init_scale", init_scale)
     if not factor > 1.0 or not isinstance(growth_interval, int) or growth_interval < 1:
         fail(api, "`factor` must be > 1 and `growth_interval` an int >= 1",

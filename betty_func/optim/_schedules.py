@@ -10,12 +10,13 @@ from typing import Sequence
 
 import torch
 
-from .._errors import check_nonneg_int, fail
+from .._errors import check_nonneg, check_nonneg_int, check_number, fail
 from ._base import Schedule
 
 
 def constant(lr: float) -> Schedule:
     """``lr`` at every step."""
+    check_nonneg("optim.constant(lr)", "lr", lr)
     return lambda step: lr + 0 * step
 
 
@@ -29,10 +30,12 @@ def multistep(lr: float, milestones: Sequence[int], gamma: float = 0.1) -> Sched
         >>> [round(float(s(torch.tensor(k))), 4) for k in range(5)]
         [0.1, 0.1, 0.05, 0.05, 0.025]
     """
-    ms = [check_nonneg_int("optim.multistep(lr, milestones, gamma)", "milestone", m)
-          for m in milestones]
+    api = "optim.multistep(lr, milestones, gamma)"
+    check_nonneg(api, "lr", lr)
+    check_nonneg(api, "gamma", gamma)
+    ms = [check_nonneg_int(api, "milestone", m) for m in milestones]
     if list(ms) != sorted(ms):
-        fail("optim.multistep(lr, milestones, gamma)", "`milestones` must be increasing", ms)
+        fail(api, "`milestones` must be increasing", ms, "Sort them, e.g. [1500, 2500].")
 
     def schedule(step: torch.Tensor) -> torch.Tensor:
         passed = (step >= torch.tensor(ms, dtype=step.dtype, device=step.device)).sum()
@@ -48,6 +51,8 @@ def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
     (torch's schedule is periodic and rises again).
     """
     api = "optim.cosine(lr, total_steps, min_lr)"
+    check_nonneg(api, "lr", lr)
+    check_nonneg(api, "min_lr", min_lr)
     if check_nonneg_int(api, "total_steps", total_steps) == 0:
         fail(api, "`total_steps` must be >= 1", total_steps)
 
@@ -63,6 +68,9 @@ def warmup(schedule: Schedule | float, steps: int, start_factor: float = 0.0) ->
     (``LinearLR(start_factor=f, total_iters=W)`` chained with ``schedule``)."""
     api = "optim.warmup(schedule, steps, start_factor)"
     check_nonneg_int(api, "steps", steps)
+    check_number(api, "start_factor", start_factor, 0, 1)
+    if not callable(schedule):
+        check_nonneg(api, "schedule", schedule)
     base = schedule if callable(schedule) else constant(schedule)
     if steps == 0:
         return base

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .. import tree
-from .._errors import fail
+from .._errors import check_nonneg, fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
                     rate_of, scalar_dtype)
 
@@ -40,8 +40,7 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
     check_lr(api, lr)
     check_unit(api, "momentum", momentum, closed=False)
     check_unit(api, "dampening", dampening)
-    if weight_decay < 0:
-        fail(api, "`weight_decay` must be >= 0", repr(weight_decay))
+    check_nonneg(api, "weight_decay", weight_decay)
     if nesterov and (momentum <= 0 or dampening != 0):
         fail(api, "Nesterov momentum needs momentum > 0 and dampening == 0",
              f"momentum={momentum}, dampening={dampening}")

@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from .. import _dist, tree
 from .._errors import fail
-from ._base import Optimizer
+from ._base import Optimizer, check_optimizer
 
 PyTree = Any
 API = "optim.sharded(opt, group)"
@@ -48,8 +48,7 @@ def sharded(opt: Optimizer, group: Optional[Any] = None) -> Optimizer:
         >>> [round(v, 4) for v in u["w"].tolist()], round(float(u["b"]), 4)
         ([-0.1, -0.1], 0.1)
     """
-    if not isinstance(opt, Optimizer):
-        fail(API, "`opt` must be a betty_func.optim optimizer", type(opt).__name__)
+    check_optimizer(API, "opt", opt)
 
     def bounds(n: int) -> tuple[int, int, int]:
         w = _dist.world_size(group)
