@@ -92,7 +92,7 @@ def test_env_supplies_coupled_batches():
 
 
 def test_early_stopping_and_roll_back():
-    scores = iter([3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    scores = iter([9.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # 9.0: the check before step 1
     problems, graph = pair()
     r = mlo.solve(problems, graph, steps=20, validate=lambda params: {"score": next(scores)},
                   validate_every=1, early_stopping=mlo.EarlyStopping("score", "min", patience=2),
@@ -110,7 +110,7 @@ def test_validate_may_return_nothing_unless_a_metric_is_needed():
         r = mlo.solve(problems, graph, steps=4, validate=lambda params: seen.append(1) or out,
                       validate_every=2, **QUIET)
         assert r.step == 4 and not any(k.startswith("validation/") for k in r.history)
-    assert len(seen) == 4
+    assert len(seen) == 6  # 2 validations each, and the check before any update
     with pytest.raises(ValueError, match=r"roll_back=True\): validate returned no metric"):
         mlo.solve(problems, graph, steps=2, validate=lambda params: {}, validate_every=1,
                   roll_back=True, **QUIET)

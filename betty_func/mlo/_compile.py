@@ -106,6 +106,11 @@ def compile_options(compile: Any) -> dict:
     if compile is True:
         return {"fullgraph": True}
     if isinstance(compile, str):
+        from torch._inductor import list_mode_options
+        modes = list(list_mode_options())
+        if compile not in modes:
+            fail(api, "`compile` names no torch.compile mode", repr(compile),
+                 f"Pass one of {modes}, True, or a dict of torch.compile arguments.")
         return {"fullgraph": True, "mode": compile}
     if isinstance(compile, dict):
         if compile.get("fullgraph", True) is not True:

@@ -4,8 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
+
 from .. import tree
-from .._errors import fail
+from .._errors import check_positive_int, check_type, fail
 from ..logging import Console, Progress, TensorBoard
 
 
@@ -15,6 +17,15 @@ class EarlyStopping:
     metric: str
     mode: str = "min"
     patience: int = 5
+
+    def __post_init__(self) -> None:
+        api = f"mlo.EarlyStopping({self.metric!r}, mode, patience)"
+        check_type(api, "metric", self.metric, str, "a metric name (a str)",
+                   "Name a key of the dict `validate` returns, e.g. 'loss'.")
+        if self.mode not in ("min", "max"):
+            fail(api, "`mode` must be 'min' or 'max'", repr(self.mode),
+                 "Use 'min' for a loss, 'max' for an accuracy.")
+        check_positive_int(api, "patience", self.patience)
 
 
 def scalars(logs: dict) -> dict:
@@ -40,10 +51,34 @@ def record(history: dict, writers: list, t: int, scalars: dict) -> None:
 
 
 def metrics_of(validate: Callable, params: dict) -> dict:
+    """``validate(params)`` as ``{metric: float}``: None (a validate that only prints or logs)
+    is ``{}``, a number is ``{"value": number}``; anything else is an error."""
     out = validate(params)
-    if out is None:  # a validate that only prints or logs
+    if out is None:
         return {}
-    return {k: float(v) for k, v in (out if isinstance(out, dict) else {"value": out}).items()}
+    out = out if isinstance(out, dict) else {"value": out}
+    bad = {k: type(v).__name__ for k, v in out.items() if not isinstance(k, str) or not (
+        isinstance(v, (int, float)) and not isinstance(v, bool)
+        or isinstance(v, torch.Tensor) and v.numel() == 1)}
+    if bad:
+        fail("solve(..., validate)", "`validate` must return None, a number or a dict "
+             "{metric name: number}", bad, "Return e.g. {'accuracy': acc}.")
+    return {k: float(v) for k, v in out.items()}
+
+
+def judged_by(metrics: dict, early: Optional[EarlyStopping], roll_back: bool) -> Optional[str]:
+    """The metric early stopping or roll-back judges by (None when neither is on); an error
+    when ``validate`` does not return it."""
+    if early is None and not roll_back:
+        return None
+    key = early.metric if early else next(iter(metrics), None)
+    if key is None:
+        fail("solve(..., roll_back=True)", "validate returned no metric to pick the best params by",
+             metrics, "Return a dict such as {'loss': value} from `validate`.")
+    if key not in metrics:
+        fail("solve(..., early_stopping)", f"validation returned no metric {key!r}",
+             sorted(metrics), "Name a metric that `validate` returns.")
+    return key
 
 
 def validated(metrics: dict, params: dict, t: int, history: dict, writers: list, stop: dict,
@@ -52,13 +87,7 @@ def validated(metrics: dict, params: dict, t: int, history: dict, writers: list,
             {f"validation/{k}": float(v) for k, v in metrics.items()})
     if not metrics and early is None and not roll_back:
         return False
-    key = early.metric if early else next(iter(metrics), None)
-    if key is None:
-        fail("solve(..., roll_back=True)", "validate returned no metric to pick the best params by",
-             metrics, "Return a dict such as {'loss': value} from `validate`.")
-    if key not in metrics:
-        fail("solve(..., early_stopping)", f"validation returned no metric {key!r}",
-             sorted(metrics), "Name a metric that `validate` returns.")
+    key = judged_by(metrics, early, roll_back) or next(iter(metrics))
     value, sign = float(metrics[key]), (-1.0 if early and early.mode == "max" else 1.0)
     if stop["best"] is None or sign * value < sign * stop["best"][key]:
         stop["best"], stop["bad"] = {k: float(v) for k, v in metrics.items()}, 0

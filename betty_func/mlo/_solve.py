@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .._errors import check_nonneg_int, fail
+from .._errors import fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._compile import stepper
@@ -15,6 +15,7 @@ from ._distributed import (Distributed, Runtime, check_sharded, runtime, signatu
                            split_states)
 from ._graph import Graph, build
 from ._monitor import EarlyStopping
+from ._options import check_options, probe_writable
 from ._preflight import peek, preflight
 from ._problem import Problem
 from ._state import State, advance, fresh
@@ -73,9 +74,12 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         >>> [round(v, 3) for v in r.params["lo"].tolist()]
         [1.0, 1.0]
     """
-    check_nonneg_int("solve(problems, graph, steps)", "steps", steps)
+    check_options(steps, env, validate, validate_every, log_every, checkpoint_dir,
+                  checkpoint_every, resume, compile, seed, early_stopping, roll_back, "raise")
     g = build(problems, graph)
     rt = runtime(distributed)
+    if checkpoint_dir:
+        probe_writable(checkpoint_dir)
     sources = {n: Source(n, p.data) for n, p in g.problems.items()}
     if rt is not None:
         rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
@@ -90,6 +94,9 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
     state, history, stop = _start(g, rt, sources, env, checkpoint_dir if resume else None)
     start = t = state.step
+    if validate is not None:  # once before any update: what it returns must serve its uses
+        first = mon.metrics_of(validate, state.params) if rt is None or rt.leader else None
+        mon.judged_by(first if rt is None else rt.share(first), early_stopping, roll_back)
     writers = mon.writers(steps, start, logdir, progress, console) if rt is None or rt.leader \
         else []
     for t in range(start + 1, steps + 1):
