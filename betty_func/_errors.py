@@ -1,8 +1,9 @@
 """One place that formats user-facing errors as ``api(args): what is wrong. Got X. How to fix.``"""
 from __future__ import annotations
 
+import inspect
 import math
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 
 def fail(api: str, what: str, got: object | None = None, fix: str | None = None,
@@ -76,3 +77,17 @@ def check_type(api: str, name: str, value: object, kinds: type | tuple, expected
     """A ``TypeError`` unless ``value`` is one of ``kinds``."""
     if not isinstance(value, kinds):
         fail(api, f"`{name}` must be {expected}", type(value).__name__, fix, exc=TypeError)
+
+
+def check_arity(api: str, what: str, fn: Callable, n: int, call: str) -> None:
+    """A ``TypeError`` unless ``fn`` can be called with ``n`` positional arguments (as
+    ``call`` shows); a function whose signature cannot be read passes."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*([None] * n))
+    except TypeError:
+        fail(api, f"{what} must take {n} positional argument{'s' if n != 1 else ''}: it is "
+             f"called as {call}", f"signature {sig}", f"Write it as {call}.", exc=TypeError)

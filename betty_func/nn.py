@@ -33,11 +33,19 @@ class Functional:
         self.params: Params = {k: v.detach().clone() for k, v in module.named_parameters()
                                if v.requires_grad}
         self.buffers: Params = {k: v.detach().clone() for k, v in module.named_buffers()}
+        self._names = frozenset(k for k, _ in module.named_parameters()) | frozenset(
+            k for k, _ in module.named_buffers())
 
     def __repr__(self) -> str:
         return f"Functional({type(self.module).__name__}, training={self.training})"
 
     def _call(self, tensors: Params, inputs: tuple, kwargs: dict) -> Any:
+        unknown = [k for k in tensors if k not in self._names]
+        if unknown:  # strict=False would drop them silently and use the module's own tensors
+            fail(f"nn.functional({type(self.module).__name__})(params, *inputs)",
+                 f"`params` has names the module does not have: {sorted(unknown)}",
+                 f"module tensors: {sorted(self._names)[:8]}",
+                 "Key params by the module's named_parameters() (e.g. 'fc.weight').")
         if self.module.training != self.training:
             self.module.train(self.training)
         return functional_call(self.module, tensors, inputs, kwargs, strict=False)
@@ -78,7 +86,7 @@ def functional(module: nn.Module, training: Optional[bool] = None) -> Functional
     """
     if not isinstance(module, nn.Module):
         fail("nn.functional(module)", "`module` must be a torch.nn.Module",
-             type(module).__name__, "Pass e.g. nn.Sequential(...).")
+             type(module).__name__, "Pass e.g. nn.Sequential(...).", exc=TypeError)
     return Functional(module, module.training if training is None else training)
 
 

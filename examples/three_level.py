@@ -91,12 +91,15 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
 
     cg = lambda: hg.cg(maxiter=a.cg)  # noqa: E731
     problems = [mlo.Problem("classifier", classifier_loss, cls.params,
-                            optim.sgd(a.lr, momentum=0.9), data=loader(Xtr, ytr), hypergrad=cg(),
+                            optim.sgd(a.lr, momentum=0.9), data=loader(Xtr, ytr),
+                            hypergrad=cg() if learn_decay or learn_weights else None,
                             unroll_steps=a.period)]
     graph: dict = {}
     if learn_decay:
         problems.append(mlo.Problem("decay", val_loss, rho0.clone(), optim.adam(a.decay_lr),
-                                    data=loader(*val_a), hypergrad=hg.cg(maxiter=1)))
+                                    data=loader(*val_a),
+                                    hypergrad=hg.cg(maxiter=1) if nested and learn_weights
+                                    else None))
         graph["decay"] = ["classifier"]
     if learn_weights:
         problems.append(mlo.Problem("weights", val_loss, rw.params, optim.adam(a.meta_lr),

@@ -40,7 +40,8 @@ def test_project_runs_after_every_update():
         return out
     problems, graph = pair(project=clamp)
     r = mlo.solve(problems, graph, steps=5, **QUIET)
-    assert len(seen) == 5 and all((s >= 0.3).all() for s in seen)
+    assert len(seen) == 6  # once on the initial params (the step-0 check), then each update
+    assert all((s >= 0.3).all() for s in seen)
     assert torch.equal(r.params["lo"], seen[-1])
 
 
@@ -52,7 +53,7 @@ def test_reset_at_the_start_of_each_inner_loop():
         return hi + 10.0
     problems, graph = pair(reset=reset, unroll_steps=3)
     r = mlo.solve(problems, graph, steps=7, **QUIET)
-    assert len(calls) == 3  # steps 1, 4, 7 start inner loops
+    assert len(calls) == 4  # the step-0 check, then steps 1, 4, 7 start inner loops
     # step 7 reset lo to hi + 10, then took one SGD step (lr 0.25) on (p - hi)^2
     hi = r.params["hi"]
     assert torch.allclose(r.params["lo"], hi + 10.0 - 0.25 * 2 * 10.0)
@@ -85,10 +86,11 @@ def test_env_supplies_coupled_batches():
     hi = mlo.Problem("hi", hi_loss, torch.zeros(2, dtype=F64), optim.sgd(0.1))
     mlo.solve([lo, hi], {"hi": ["lo"]}, steps=3, env=lambda t: {"lo": t + 0.5, "hi": t + 0.5},
               **QUIET)
-    # first entries are the pre-flight peek at env(1); then each step's update (and the upper's
-    # nested evaluation of the lower) sees that step's batch
-    assert seen["hi"] == [1.5, 1.5, 2.5, 3.5]
-    assert set(seen["lo"][1:3]) == {1.5} and seen["lo"][-1] == 3.5
+    # first entries are the step-0 checks at env(1) (the preflight, the value and its
+    # coupling to the lower); then each step's update (and the upper's nested evaluation of the
+    # lower) sees that step's batch
+    assert seen["hi"] == [1.5, 1.5, 1.5, 1.5, 2.5, 3.5]
+    assert set(seen["lo"][1:5]) == {1.5} and seen["lo"][-1] == 3.5
 
 
 def test_early_stopping_and_roll_back():

@@ -182,7 +182,7 @@ def test_three_levels_neumann_on_the_middle_level():
 def test_method_per_edge_overrides_the_problem_default():
     p = testing.ridge(d=20, kappa=30.0)
     exact = ridge_problems(p, {"upper": hg.cg(maxiter=40)})
-    rough = ridge_problems(p, {"upper": hg.cg(maxiter=2), "nobody": hg.cg(maxiter=40)})
+    rough = ridge_problems(p, {"upper": hg.cg(maxiter=2)})
     run = lambda ps: mlo.solve(ps, {"upper": ["lower"]}, steps=1, progress=False,  # noqa: E731
                                console=False).params["upper"]
     assert rel(run(exact) - p.lam, -p.hypergrad(p.lam)) < 1e-8

@@ -1,4 +1,5 @@
-"""Whole-run checkpoints, written atomically (temporary file + rename)."""
+"""Whole-run checkpoints, written atomically (temporary file, fsync, rename, fsync of the
+directory) and checked against the program at resume."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .. import tree
 from .._errors import fail
+
+API = "solve(..., checkpoint_dir, resume=True)"
 
 FILE = "mlo_checkpoint.pt"
 
@@ -34,15 +38,62 @@ def save(directory: str | Path, state: dict) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / (FILE + ".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:  # a stale temporary file of a killed write is overwritten
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, d / FILE)
+    fd = os.open(d, os.O_RDONLY)
+    try:  # the rename itself survives a power cut only once the directory is on disk
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return d / FILE
 
 
 def load(directory: str | Path) -> Optional[dict[str, Any]]:
     """The checkpoint in ``directory``, or None when there is none."""
     f = Path(directory) / FILE
-    return torch.load(f, weights_only=False) if f.is_file() else None
+    stale = Path(directory) / (FILE + ".tmp")
+    if stale.is_file():  # a write that was killed before its rename: the old file stands
+        stale.unlink()
+    if not f.is_file():
+        return None
+    try:
+        out = torch.load(f, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - unpickling, truncation and zip errors alike
+        fail(API, f"the checkpoint {f} cannot be read (corrupt or truncated)",
+             f"{type(e).__name__}: {e}", "Delete it to start afresh (resume=False), or restore "
+             "a good copy.")
+    if not isinstance(out, dict) or not {"step", "params", "opt_states"} <= set(out):
+        fail(API, f"{f} is not a betty_func checkpoint", type(out).__name__,
+             "Point checkpoint_dir at a directory solve wrote.")
+    return out
+
+
+def check_matches(saved: dict, fresh: Any, where: str) -> None:
+    """The checkpoint ``saved`` belongs to the program whose step 0 is ``fresh``: the same
+    problem names, params (structure, shapes, dtypes) and optimizer-state structure."""
+    names, now = sorted(saved["params"]), sorted(fresh.params)
+    if names != now:
+        fail(API, f"the checkpoint in {where} is of another program (problems {names})",
+             f"problems {now} now", "Resume with the program that wrote it, or start afresh.")
+    for n in now:
+        for what, a, b in (("params", saved["params"][n], fresh.params[n]),
+                           ("optimizer state", saved["opt_states"].get(n), fresh.opt_states[n])):
+            if what == "optimizer state" and n not in saved["opt_states"]:
+                continue  # a sharded state: per rank, checked by its own structure on load
+            sa, sb = tree.structure(a), tree.structure(b)
+            if sa != sb:
+                fail(API, f"the {what} of '{n}' in the checkpoint in {where} differ in "
+                     f"structure from this program's (another optimizer or params?)",
+                     f"{sa} vs {sb}", "Resume with the program that wrote it, or start afresh.")
+            for x, y in zip(tree.leaves(a), tree.leaves(b)):
+                if isinstance(x, torch.Tensor) and (x.shape != y.shape or x.dtype != y.dtype):
+                    fail(API, f"the {what} of '{n}' in the checkpoint in {where} differ from "
+                         "this program's in shape or dtype", f"{tuple(x.shape)} {x.dtype} vs "
+                         f"{tuple(y.shape)} {y.dtype}", "Resume with the program that wrote "
+                         "it, or start afresh.")
 
 
 def snapshot(directory: str | Path, run: dict, local: dict, rt: Any) -> None:

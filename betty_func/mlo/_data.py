@@ -1,12 +1,12 @@
 """Data sources: iterables restarted each epoch, callables, and position state for resume."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any, Callable, Optional
 
 import torch
 
-from .._errors import fail
+from .._errors import check_arity, fail
 
 
 class Source:
@@ -15,6 +15,12 @@ class Source:
 
     def __init__(self, name: str, data: Any):
         self.name, self.data = name, data
+        api = "solve(problems, graph)"
+        if callable(data) and not isinstance(data, Iterable):
+            check_arity(api, f"`data` of '{name}'", data, 1, "data(i) -> batch")
+        if isinstance(data, Sized) and not callable(data) and len(data) == 0:
+            fail(api, f"`data` of '{name}' is empty", f"{type(data).__name__} of length 0",
+                 "Pass a non-empty list or DataLoader, or None for no batches.")
         if data is not None and not callable(data):  # no iter() here: a DataLoader would draw RNG
             if not isinstance(data, Iterable):
                 fail("solve(problems, graph)", f"`data` of '{name}' is neither iterable nor callable",
@@ -64,12 +70,25 @@ class Source:
         torch.set_rng_state(now)
 
 
+def env_batches(env: Optional[Callable], graph: Any, t: int) -> dict:
+    """``env(t)``, checked: a dict keyed by problem names (``{}`` without an env)."""
+    if env is None:
+        return {}
+    out = env(t)
+    api = "solve(problems, graph, env)"
+    if not isinstance(out, dict):
+        fail(api, "`env(step)` must return a dict {problem name: batch}", type(out).__name__,
+             "Return e.g. {'inner': batch, 'outer': batch}.", exc=TypeError)
+    unknown = sorted(set(out) - set(graph.problems))
+    if unknown:
+        fail(api, f"`env({t})` names no problem: {unknown}", f"problems: {sorted(graph.problems)}",
+             "Key its dict by problem names.")
+    return out
+
+
 def draw(sources: dict, graph: Any, names: tuple, env: Optional[Callable], t: int) -> dict:
     """The batches each problem in ``names`` consumes at step ``t`` (env first, then its data)."""
-    from_env = env(t) if env is not None else {}
-    if not isinstance(from_env, dict):
-        fail("solve(problems, graph, env)", "`env(step)` must return {problem name: batch}",
-             type(from_env).__name__)
+    from_env = env_batches(env, graph, t)
     out = {}
     for n in names:
         p = graph.problems[n]

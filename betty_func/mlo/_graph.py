@@ -85,7 +85,8 @@ def _topological(names: list, lowers: dict) -> tuple:
 def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
     """Validate ``problems`` and ``graph`` and derive relations, order and periods."""
     if isinstance(problems, Problem) or not all(isinstance(p, Problem) for p in problems):
-        fail(API, "`problems` must be a list of mlo.Problem", type(problems).__name__)
+        fail(API, "`problems` must be a list of mlo.Problem", type(problems).__name__,
+             "Pass e.g. [inner, outer].", exc=TypeError)
     names = [p.name for p in problems]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -95,6 +96,10 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
     lowers = {n: [] for n in names}
     for up, lows in graph.items():
         u = _name(up, names, "edge source")
+        if not isinstance(lows, (str, Problem, list, tuple)):
+            fail(API, f"the lowers of '{u}' must be a list of problem names",
+                 f"{type(lows).__name__} {lows!r}", f"Write {{'{u}': ['lower', ...]}}.",
+                 exc=TypeError)
         for low in ([lows] if isinstance(lows, (str, Problem)) else lows):
             l_ = _name(low, names, f"edge '{u}' ->")
             if l_ == u:
@@ -116,6 +121,7 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
         if p.unrolled and not uppers[p.name]:
             fail(API, f"problem '{p.name}' is unrolled but has no upper to differentiate through it",
                  None, "Use `unrolled` on a lower problem only.")
+        _check_hypergrad(p, uppers[p.name])
         if p.unrolled and p.accumulate != 1:
             fail(API, f"problem '{p.name}': `accumulate` must be 1 with an unrolled method",
                  p.accumulate, "Each unrolled update takes one batch; raise the batch size instead.")
@@ -123,6 +129,22 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
     for n in order:
         period[n] = max([period[low] * by_name[low].unroll_steps for low in lowers[n]], default=1)
     return Graph(by_name, {n: tuple(v) for n, v in lowers.items()}, uppers, anc, desc, order, period)
+
+
+def _check_hypergrad(p: Problem, uppers: tuple) -> None:
+    """``hypergrad=`` only on a problem some upper differentiates through, keyed by its uppers."""
+    if p.hypergrad is None:
+        return
+    if not uppers:
+        fail(API, f"problem '{p.name}' has `hypergrad=` but no upper differentiates through it "
+             "(it would never be used)", repr(p.hypergrad),
+             f"Drop hypergrad=, or make '{p.name}' a lower: {{upper: ['{p.name}']}}.")
+    if isinstance(p.hypergrad, Mapping):
+        unknown = sorted(set(p.hypergrad) - set(uppers))
+        if unknown:
+            fail(API, f"`hypergrad` of '{p.name}' names {unknown}, which are not its uppers",
+                 f"uppers of '{p.name}': {list(uppers)}", "Key it by the problems directly "
+                 f"above '{p.name}' in the graph.")
 
 
 def _check_reads(p: Problem, names: list, related: frozenset) -> None:

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .._errors import check_nonneg_int, check_type, fail
+from .._errors import check_arity, check_nonneg_int, check_type, fail
 from ._compile import compile_options
 
 API = "solve(problems, graph, ...)"
@@ -27,6 +27,8 @@ def check_options(steps: int, env: Optional[Callable], validate: Optional[Callab
         if fn is not None and not callable(fn):
             fail(API, f"`{name}` must be a function", type(fn).__name__,
                  f"Pass {name}=lambda ...: ... or leave it out.", exc=TypeError)
+    if env is not None:
+        check_arity(API, "`env`", env, 1, "env(step) -> {problem name: batch}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         fail(API, "`seed` must be an int or None", f"{type(seed).__name__} {seed!r}",
              "Pass e.g. seed=0.", exc=TypeError)

@@ -10,6 +10,7 @@ from ..hypergrad._checks import depends
 from ._context import Ctx, call_loss
 from ._data import Source
 from ._graph import API, Graph
+from ._program_checks import check_callbacks, check_finite_params, check_values_and_couplings
 
 
 def preflight(g: Graph, params: dict, batches: dict) -> None:
@@ -17,6 +18,8 @@ def preflight(g: Graph, params: dict, batches: dict) -> None:
     its own params or on a problem below it — else its update would be a silent zero. An error
     raised inside a user's loss is re-raised naming the problem and this phase. The RNG is left
     as it was (a loss with dropout draws nothing from the user's stream)."""
+    check_finite_params(g, params)
+    check_callbacks(g, params)
     states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
         for name, p in g.problems.items():
@@ -35,6 +38,7 @@ def preflight(g: Graph, params: dict, batches: dict) -> None:
                 _reraise(name, e)
             except Exception as e:  # noqa: BLE001 - any error of the user's loss
                 _reraise(name, e)
+        check_values_and_couplings(g, params, batches)
 
 
 def _reraise(name: str, e: Exception) -> None:
@@ -59,6 +63,9 @@ def peek(src: Source, from_env: dict, name: str) -> Any:
     kept = [(gen, gen.get_state()) for gen in generators(src.data)]
     try:
         return next(iter(src.data))
+    except StopIteration:
+        fail(API, f"`data` of '{name}' yields no batch", type(src.data).__name__,
+             "Pass a non-empty iterable, or None for no batches.")
     finally:
         for gen, state in kept:
             gen.set_state(state)

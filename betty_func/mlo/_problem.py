@@ -5,6 +5,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
+import torch
+
 from .. import hypergrad as hg
 from .. import optim, tree
 from .._errors import check_nonneg_int, fail
@@ -86,6 +88,14 @@ class Problem:
         if self.precision not in (None, "bf16", "fp16"):
             fail(api, "`precision` must be None, 'bf16' or 'fp16'", repr(self.precision))
         self._check_methods(api)
+        if self.precision is not None:
+            other = sorted({str(x.dtype) for x in tree.leaves(self.params)
+                            if x.dtype != torch.float32})
+            if other:
+                fail(api, f"precision={self.precision!r} runs a float32 problem in lower "
+                     "precision; its params must be float32 (autocast leaves other dtypes as "
+                     "they are, so the option would do nothing)", other,
+                     "Keep float32 params, or drop `precision`.")
         if self.precision == "fp16":
             if self.unrolled:
                 fail(api, "precision='fp16' does not support an unrolled method (its updates are "

@@ -10,7 +10,7 @@ from .._errors import fail
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._compile import stepper
-from ._data import Source, draw
+from ._data import Source, draw, env_batches
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
 from ._graph import Graph, build
@@ -142,6 +142,7 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
     saved = ckpt.restore(resume_from, rt) if resume_from else None
     if saved is not None:
         shared, local = saved
+        ckpt.check_matches(shared, fresh(g), resume_from)
         for n, s in local["sources"].items():
             sources[n].restore(s)
         ckpt.set_rng_state(local["rng"])
@@ -153,7 +154,7 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
     state = fresh(g, None if rt is None else rt.sync)
     check_sharded(g, state.opt_states)
     with torch.random.fork_rng():  # peeking draws no data position and no random number
-        from_env = env(1) if env is not None else {}
+        from_env = env_batches(env, g, 1)
         peeked = {n: peek(sources[n], from_env, n) for n in g.order}
     preflight(g, state.params, peeked if rt is None else
               {n: rt.shard({n: [b]})[n][0] for n, b in peeked.items()})

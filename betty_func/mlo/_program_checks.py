@@ -1,0 +1,93 @@
+"""Step-0 checks of a program's values: finite params and losses, callbacks that keep the
+params' structure, and every declared coupling real (else a hypergradient is a silent zero)."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optree
+import torch
+from torch.func import grad, vjp
+
+from .. import tree
+from .._errors import fail
+from ..hypergrad._checks import tracks
+from ._context import Ctx, call_loss, call_reset
+from ._graph import API, Graph
+
+
+def check_finite_params(g: Graph, params: dict) -> None:
+    for name, p in params.items():
+        for path, x in zip(optree.tree_paths(p), tree.leaves(p)):
+            if not bool(torch.isfinite(x).all()):
+                fail(API, f"the initial params of '{name}' are not finite (leaf {path} holds "
+                     f"{int((~torch.isfinite(x)).sum())} NaN or inf values)", None,
+                     "Initialize them with finite values.")
+
+
+def check_callbacks(g: Graph, params: dict) -> None:
+    """``project`` and ``reset`` run once on the initial params and must keep their structure
+    and shapes (their output becomes the params)."""
+    for name, p in g.problems.items():
+        for what, run in (("project", lambda p=p: p.project(params[p.name])),
+                          ("reset", lambda p=p: call_reset(p, params[p.name], params))):
+            if getattr(p, what) is None:
+                continue
+            out = run()
+            if tree.structure(out) != tree.structure(params[name]) or any(
+                    not isinstance(a, torch.Tensor) or a.shape != b.shape
+                    for a, b in zip(tree.leaves(out), tree.leaves(params[name]))):
+                fail(API, f"`{what}` of '{name}' must return params of the same structure and "
+                     "shapes as it is given", f"{_shape(out)} from {_shape(params[name])}",
+                     f"Return the params themselves, changed (e.g. clamped), from `{what}`.")
+
+
+def _shape(x: Any) -> str:
+    try:
+        return str(tree.map(lambda t: tuple(t.shape), x))
+    except Exception:  # noqa: BLE001 - only for the message
+        return type(x).__name__
+
+
+def _moves(fn: Any, x: Any) -> bool:
+    """Whether ``fn(x)`` depends on ``x``: read inside a ``vjp`` over ``x`` alone, where
+    ``requires_grad`` shows that transform's tracking (the pullback is never built)."""
+    seen: list = []
+
+    def probe(x: Any) -> Any:
+        out = fn(x)
+        seen.append(tracks(out))
+        return out
+    vjp(probe, x)
+    return seen[0]
+
+
+def check_values_and_couplings(g: Graph, params: dict, batches: dict) -> None:
+    """At each problem's first batch: its loss is finite; every lower it reads moves it; and the
+    gradient of each lower's loss moves with each upper it reads (implicit methods differentiate
+    through that coupling; without it their hypergradient is an exact zero)."""
+    states = {n: q.state for n, q in g.problems.items()}
+    for name, p in g.problems.items():
+        ctx = Ctx(g, {name: batches.get(name)}, states)
+
+        def loss(sub: dict, ctx: Ctx = ctx, name: str = name) -> torch.Tensor:
+            return call_loss(ctx, name, {**params, **sub})[0]
+        value = loss({}).detach()
+        if not math.isfinite(float(value)):
+            fail(API, f"the loss of '{name}' is {float(value)} at its first batch, before any "
+                 "update", None, "Check the loss for a log of 0, a division by 0 or an overflow, "
+                 "and the batch for NaN.")
+        for r in p.reads:
+            if r in g.descendants[name]:
+                if not _moves(lambda x, r=r: loss({r: x}), params[r]):
+                    fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
+                         f"it, so the hypergradient through '{r}' would be a silent zero", None,
+                         f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
+            elif r in g.uppers[name] and not getattr(p.method_for(r), "unrolls", False):
+                def inner_grad(x: Any, r: str = r) -> Any:
+                    return grad(lambda th: loss({name: th, r: x}))(params[name])
+                if not _moves(inner_grad, params[r]):
+                    fail(API, f"the gradient of the loss of '{name}' in its params does not depend "
+                         f"on its upper '{r}', so '{r}''s hypergradient through '{name}' would be "
+                         "a silent zero", None, f"Couple the loss of '{name}' to '{r}' (e.g. a "
+                         f"term in both), or drop the edge '{r}' -> '{name}'.")
