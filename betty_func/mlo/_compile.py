@@ -16,30 +16,34 @@ from ._step import step as pure_step
 
 
 def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
-            report: Optional[Callable] = None, batched: bool = False) -> Callable:
+            report: Optional[Callable] = None, batched: bool = False,
+            skip_nonfinite: bool = False) -> Callable:
     """The function ``(names, starts, *state) -> ...`` that runs a step: eager, or compiled whole
     (``fullgraph=True``: a graph break is an error, never a silent fallback) once per pattern of
     updating problems, cached on the program; ``report(seconds)`` hears each compile's time.
     ``run(..., logs=False)`` (eager) skips the logging work.
     ``batched``: every tensor of the state and the batches has a leading axis of independent
-    programs, and the step is ``torch.vmap``-ed over it (inside the compiled graph)."""
+    programs, and the step is ``torch.vmap``-ed over it (inside the compiled graph).
+    ``skip_nonfinite``: an update with a NaN or inf is dropped (see ``_step.step``)."""
+    kw = {"replicate": replicate, "skip_nonfinite": skip_nonfinite}
     if not compile:
         if not batched:
-            return functools.partial(pure_step, g, replicate=replicate)
+            return functools.partial(pure_step, g, **kw)
         return lambda names, starts, *state, logs=True: _vmapped(functools.partial(
-            pure_step, g, names, starts, replicate=replicate, logs=logs))(*state)
+            pure_step, g, names, starts, logs=logs, **kw))(*state)
     options = compile_options(compile)
-    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate, batched), {})
+    cache = g.compiled.setdefault((repr(sorted(options.items())), replicate, batched,
+                                   skip_nonfinite), {})
 
     def run(names: tuple, starts: tuple, *state: Any, logs: bool = True) -> Any:
         """Compiled, the logs are always computed (inside the graph they cost next to nothing,
         and a second graph per pattern would double the compile time)."""
         key = (names, starts)
         if not names:  # nothing updates (inside an unrolled window): nothing to compile
-            return pure_step(g, names, starts, *state, replicate=replicate)
+            return pure_step(g, names, starts, *state, **kw)
         if key in cache:
             return cache[key](*state)
-        fn = functools.partial(_fresh(pure_step), g, names, starts, replicate=replicate)
+        fn = functools.partial(_fresh(pure_step), g, names, starts, **kw)
         cache[key] = torch.compile(_vmapped(fn) if batched else fn, **options)
         t0 = time.perf_counter()
         out = cache[key](*state)

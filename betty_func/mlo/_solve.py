@@ -15,6 +15,7 @@ from ._distributed import (Distributed, Runtime, check_sharded, runtime, signatu
                            split_states)
 from ._graph import Graph, build
 from ._monitor import EarlyStopping
+from ._nonfinite import Tracker
 from ._options import check_options, probe_writable
 from ._preflight import peek, preflight
 from ._problem import Problem
@@ -40,7 +41,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
           console: bool = True, checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0,
           resume: bool = False, compile: Any = False, seed: Optional[int] = None,
           early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False,
-          distributed: Union[None, bool, Distributed] = None) -> Result:
+          distributed: Union[None, bool, Distributed] = None,
+          on_nonfinite: str = "raise") -> Result:
     """Run ``steps`` global steps of the multilevel program ``graph = {upper: [lowers]}``.
 
     At global step ``t`` (1-based) each problem due (``mlo.schedule`` prints the plan) updates,
@@ -57,6 +59,12 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     as ``compile/seconds``; ``compile="reduce-overhead"`` (CUDA graphs) or another mode, or a
     dict of ``torch.compile`` arguments, picks how. ``early_stopping`` stops on a validation
     metric; ``roll_back`` returns the params of the best validation.
+    ``on_nonfinite``: a NaN or inf in a loss, gradient, CG residual or new params is tracked on
+    the device every step and read where the run reads anyway (log, validation and checkpoint
+    steps, the end); ``"raise"`` (default) stops with the problem, the quantity and the first
+    step (before a checkpoint is written, so the last one on disk is finite), ``"warn"`` goes
+    on after a warning per problem, ``"skip"`` drops each such update (params and optimizer
+    state kept, by ``torch.where``) and logs ``{name}/skipped_nonfinite``.
 
     Data parallel: under an initialized ``torch.distributed`` group of more than one process
     (``torchrun``), each rank takes its shard of every batch, every gradient and hypergradient is
@@ -75,7 +83,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         [1.0, 1.0]
     """
     check_options(steps, env, validate, validate_every, log_every, checkpoint_dir,
-                  checkpoint_every, resume, compile, seed, early_stopping, roll_back, "raise")
+                  checkpoint_every, resume, compile, seed, early_stopping, roll_back,
+                  on_nonfinite)
     g = build(problems, graph)
     rt = runtime(distributed)
     if checkpoint_dir:
@@ -91,7 +100,9 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
              "not trace (and would drop the custom backward of)", f"compile={compile!r}",
              "Run data parallel eagerly (compile=False), or compile a single-process run.")
     compiled_at: list = []
-    run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append)
+    run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append,
+                  skip_nonfinite=on_nonfinite == "skip")
+    health = Tracker(on_nonfinite, g.lowers, g.order)
     state, history, stop = _start(g, rt, sources, env, checkpoint_dir if resume else None)
     start = t = state.step
     if validate is not None:  # once before any update: what it returns must serve its uses
@@ -104,6 +115,13 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         batches = draw(sources, g, names, env, t)
         log_now = bool(log_every) and (t % log_every == 0 or t == steps)
         state, logs = advance(state, batches if rt is None else rt.shard(batches), run, log_now)
+        health.add(t, logs)
+        validate_now = validate is not None and validate_every and t % validate_every == 0
+        save_now = checkpoint_dir and checkpoint_every and t % checkpoint_every == 0
+        if log_now or validate_now or save_now or t == steps:  # host reads happen here anyway
+            skipped = health.check(t, rt)
+            if skipped and log_now:
+                mon.record(history, writers, t, skipped)
         if rt is not None and state.states:  # buffers (BatchNorm statistics): mean over ranks
             state = replace(state, states={n: rt.mean(s) if n in names else s
                                            for n, s in state.states.items()})
@@ -112,14 +130,14 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
             mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
         if log_now:
             mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
-        if validate is not None and validate_every and t % validate_every == 0:
+        if validate_now:
             metrics = mon.metrics_of(validate, params) if rt is None or rt.leader else None
             metrics = metrics if rt is None else rt.share(metrics)
             if mon.validated(metrics, params, t, history, writers, stop, early_stopping, roll_back):
                 break
         if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
             rt.check_replicas(params, t)
-        if checkpoint_dir and checkpoint_every and t % checkpoint_every == 0:
+        if save_now:
             shared, own = split_states(opt_states)
             ckpt.snapshot(checkpoint_dir, {"step": t, "params": params, "opt_states": shared,
                                            "states": states, "history": history,

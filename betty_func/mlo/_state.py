@@ -111,7 +111,7 @@ def due(state: State) -> dict:
 
 
 def step(state: State, batches: Mapping, compile: Any = False, batched: bool = False,
-         logs: bool = True) -> tuple[State, dict]:
+         logs: bool = True, skip_nonfinite: bool = False) -> tuple[State, dict]:
     """One global step: every problem due (``mlo.due(state)``) updates, lowers first, each by the
     total derivative of its loss with the problems below it at their responses.
 
@@ -123,7 +123,10 @@ def step(state: State, batches: Mapping, compile: Any = False, batched: bool = F
     axis of independent programs (``mlo.stack``) and so does every batch; the step is vmapped
     over it — equal to ``torch.vmap(mlo.step)``, but with ``compile`` the vmapped step is the
     one compiled graph (compile outermost, as ``torch.compile`` needs). ``logs=False``: no
-    logging work in an eager step (the logs come back empty).
+    logging work in an eager step (the logs hold only ``nonfinite``). Each updating problem's
+    ``logs[name]["nonfinite"]`` is a bit mask of what was NaN or inf in its update (1 loss, 2
+    gradient, 4 CG residual, 8 new params; 0: all finite), read by nobody until you do;
+    ``skip_nonfinite=True`` drops such updates (the params and optimizer state stay).
     """
     if not isinstance(state, State):
         fail(API, "`state` must be an mlo.State (from mlo.init)", type(state).__name__,
@@ -136,7 +139,8 @@ def step(state: State, batches: Mapping, compile: Any = False, batched: bool = F
     if unknown:
         fail(API, f"`batches` names no problem: {unknown}", sorted(state.graph.problems))
     lists = {n: _as_list(n, batches.get(n), k) for n, k in need.items()}
-    return advance(state, lists, stepper(state.graph, compile, batched=batched), logs)
+    return advance(state, lists, stepper(state.graph, compile, batched=batched,
+                                         skip_nonfinite=skip_nonfinite), logs)
 
 
 def advance(state: State, batches: dict, run: Callable, logs: bool = True) -> tuple[State, dict]:

@@ -18,8 +18,8 @@ PyTree = Any
 
 
 def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, states: dict,
-         batches: dict, last_batch: dict, replicate: Any = None, logs: bool = True
-         ) -> tuple[dict, dict, dict, dict, dict]:
+         batches: dict, last_batch: dict, replicate: Any = None, logs: bool = True,
+         skip_nonfinite: bool = False) -> tuple[dict, dict, dict, dict, dict]:
     """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
     inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
 
@@ -29,7 +29,10 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     Returns new ``params``, ``opt_states``, ``states``, ``last_batch`` and per-problem logs
     (tensors: no host sync). ``replicate`` (data parallel) wraps the params entering every loss
     so that each derivative is averaged over ranks (``_replicate.py``). ``logs=False`` skips
-    the logging work (norms, rates): the logs come back empty.
+    the logging work (norms, rates). Every updating problem's logs hold ``nonfinite`` (always):
+    a bit mask of what was NaN or inf in its update, 1 the loss, 2 the gradient, 4 a CG
+    residual, 8 the new params (0: all finite); ``skip_nonfinite`` drops such an update (params
+    and optimizer state stay as they were, by ``torch.where``: no host sync).
     """
     ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate)
     want, logs = logs, {}
@@ -51,8 +54,17 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
                 theta = p.project(theta)
             if scale is not None:  # fp16: the scale and skipped steps are logged too
                 metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
+        # under fp16 loss scaling an overflowing loss or gradient is the scaler's signal (it
+        # skips that step and lowers the scale): only the params it keeps are checked
+        code = (nonfinite_code(value, grads, residuals, theta) if scale is None
+                else nonfinite_code(None, None, {}, theta))
+        if skip_nonfinite:
+            ok = code == 0
+            theta = tree.where(ok, theta, params[name])
+            state = _keep_where(ok, state, opt_states[name])
+        logs[name] = {"nonfinite": code}
         if want:
-            logs[name] = _log(value, metrics, grads, residuals)
+            logs[name].update(_log(value, metrics, grads, residuals))
             if scale is not None:  # the norm of the true (unscaled) gradient
                 logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
             if p.optimizer.learning_rate is not None:  # the rate this update used
@@ -103,6 +115,32 @@ def _window(ctx: Ctx, name: str, params: dict, state: PyTree, batches: list,
     w = replace(w, pullback=lambda v: pull(v)[0])
     ctx = replace(ctx, windows={**ctx.windows, name: w})
     return theta, tree.unflatten(tree.structure(state), leaves), ctx
+
+
+def _any_nonfinite(x: Any) -> torch.Tensor:
+    """True where any element of the pytree ``x`` is NaN or inf: ``0 * x`` sums to NaN exactly
+    then (and never overflows)."""
+    total = sum((leaf * 0).sum() for leaf in tree.leaves(x) if leaf.is_floating_point())
+    return ~torch.isfinite(torch.as_tensor(total))
+
+
+def nonfinite_code(value: Any, grads: Any, residuals: dict, theta: Any) -> torch.Tensor:
+    """The bit mask of non-finite quantities of one update (see :func:`step`)."""
+    code = 8 * _any_nonfinite(theta).to(torch.int32)
+    if value is not None:
+        code = code + (~torch.isfinite(value)).to(torch.int32)
+    if grads is not None:
+        code = code + 2 * _any_nonfinite(grads).to(torch.int32)
+    if residuals:
+        code = code + 4 * _any_nonfinite(list(residuals.values())).to(torch.int32)
+    return code
+
+
+def _keep_where(ok: torch.Tensor, new: Any, old: Any) -> Any:
+    """``new`` where ``ok``, else ``old``, for the floating and integer tensors of an optimizer
+    state (None and other leaves pass through)."""
+    return tree.map(lambda a, b: torch.where(ok, a, b) if isinstance(a, torch.Tensor) else a,
+                    new, old)
 
 
 def _log(value: Any, metrics: dict, grads: Any, residuals: dict) -> dict:
