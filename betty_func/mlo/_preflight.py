@@ -16,12 +16,13 @@ from ._program_checks import check_callbacks, check_finite_params, check_values_
 def preflight(g: Graph, params: dict, batches: dict) -> None:
     """Each loss, at ``batches[name]``, returns a scalar (or (scalar, metrics)) and depends on
     its own params or on a problem below it — else its update would be a silent zero. An error
-    raised inside a user's loss is re-raised naming the problem and this phase. The RNG is left
-    as it was (a loss with dropout draws nothing from the user's stream)."""
+    raised inside a user's loss is re-raised naming the problem and this phase. Then the checks
+    of ``_program_checks`` (finite values, callbacks, couplings). The RNG is left as it was (a
+    loss with dropout draws nothing from the user's stream)."""
     check_finite_params(g, params)
-    check_callbacks(g, params)
     states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
+        check_callbacks(g, params)
         for name, p in g.problems.items():
             ctx = Ctx(g, {name: batches.get(name)}, states)
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
