@@ -33,6 +33,21 @@ def test_like_and_where():
     assert all((x == 1).all() for x in tree.leaves(tree.ones_like(a)))
     w = tree.where(torch.tensor(False), a, tree.zeros_like(a))
     assert all((x == 0).all() for x in tree.leaves(w))
+    knob = {"x": torch.ones(2), "k": 3}  # a non-tensor leaf is taken from the first tree
+    kept = tree.where(torch.tensor(False), knob, {"x": torch.zeros(2), "k": 4})
+    assert kept["k"] == 3 and torch.equal(kept["x"], torch.zeros(2))
+
+
+def test_all_finite():
+    a = make()
+    assert bool(tree.all_finite(a)) and bool(tree.all_finite({}))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        b = tree.map(torch.clone, a)
+        tree.leaves(b)[-1].view(-1)[0] = bad
+        assert not bool(tree.all_finite(b))
+    huge = {"x": torch.full((4,), 3e38)}  # the sum would overflow; 0 * x does not
+    assert bool(tree.all_finite(huge))
+    assert bool(tree.all_finite({"i": torch.ones(2, dtype=torch.int64), "x": torch.ones(1)}))
 
 
 def test_partition_combine_roundtrip_with_namedtuple():

@@ -79,10 +79,10 @@ def check_matches(saved: dict, fresh: Any, where: str) -> None:
         fail(API, f"the checkpoint in {where} is of another program (problems {names})",
              f"problems {now} now", "Resume with the program that wrote it, or start afresh.")
     for n in now:
-        for what, a, b in (("params", saved["params"][n], fresh.params[n]),
-                           ("optimizer state", saved["opt_states"].get(n), fresh.opt_states[n])):
-            if what == "optimizer state" and n not in saved["opt_states"]:
-                continue  # a sharded state: per rank, checked by its own structure on load
+        pairs = [("params", saved["params"][n], fresh.params[n])]
+        if n in saved["opt_states"]:  # else sharded: saved per rank, outside the shared part
+            pairs.append(("optimizer state", saved["opt_states"][n], fresh.opt_states[n]))
+        for what, a, b in pairs:
             sa, sb = tree.structure(a), tree.structure(b)
             if sa != sb:
                 fail(API, f"the {what} of '{n}' in the checkpoint in {where} differ in "

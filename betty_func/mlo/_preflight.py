@@ -10,7 +10,7 @@ from ..hypergrad._checks import depends
 from ._context import Ctx, call_loss
 from ._data import Source
 from ._graph import API, Graph
-from ._program_checks import check_callbacks, check_finite_params, check_values_and_couplings
+from ._program_checks import check_callbacks, check_couplings, check_finite_loss, check_finite_params
 
 
 def preflight(g: Graph, params: dict, batches: dict) -> None:
@@ -19,7 +19,7 @@ def preflight(g: Graph, params: dict, batches: dict) -> None:
     raised inside a user's loss is re-raised naming the problem and this phase. Then the checks
     of ``_program_checks`` (finite values, callbacks, couplings). The RNG is left as it was (a
     loss with dropout draws nothing from the user's stream)."""
-    check_finite_params(g, params)
+    check_finite_params(params)
     states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
         check_callbacks(g, params)
@@ -32,14 +32,15 @@ def preflight(g: Graph, params: dict, batches: dict) -> None:
             what = "its params" + (" or any problem below it" if len(own) > 1 else "")
             checked = depends(API, f"the loss of '{name}'", loss, what)
             try:
-                torch.func.grad(checked)({n: params[n] for n in own})
+                value = torch.func.grad_and_value(checked)({n: params[n] for n in own})[1]
             except ValueError as e:
                 if str(e).startswith(API):  # our own check: already says what is wrong
                     raise
                 _reraise(name, e)
             except Exception as e:  # noqa: BLE001 - any error of the user's loss
                 _reraise(name, e)
-        check_values_and_couplings(g, params, batches)
+            check_finite_loss(name, value)
+            check_couplings(g, name, loss, params)
 
 
 def _reraise(name: str, e: Exception) -> None:

@@ -3,22 +3,21 @@ params' structure, and every declared coupling real (else a hypergradient is a s
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
-import optree
 import torch
 from torch.func import grad, vjp
 
 from .. import tree
 from .._errors import fail
 from ..hypergrad._checks import tracks
-from ._context import Ctx, call_loss, call_reset
+from ._context import call_reset
 from ._graph import API, Graph
 
 
-def check_finite_params(g: Graph, params: dict) -> None:
+def check_finite_params(params: dict) -> None:
     for name, p in params.items():
-        for path, x in zip(optree.tree_paths(p), tree.leaves(p)):
+        for path, x in zip(tree.paths(p), tree.leaves(p)):
             if not bool(torch.isfinite(x).all()):
                 fail(API, f"the initial params of '{name}' are not finite (leaf {path} holds "
                      f"{int((~torch.isfinite(x)).sum())} NaN or inf values)", None,
@@ -62,32 +61,31 @@ def _moves(fn: Any, x: Any) -> bool:
     return seen[0]
 
 
-def check_values_and_couplings(g: Graph, params: dict, batches: dict) -> None:
-    """At each problem's first batch: its loss is finite; every lower it reads moves it; and the
-    gradient of each lower's loss moves with each upper it reads (implicit methods differentiate
-    through that coupling; without it their hypergradient is an exact zero)."""
-    states = {n: q.state for n, q in g.problems.items()}
-    for name, p in g.problems.items():
-        ctx = Ctx(g, {name: batches.get(name)}, states)
+def check_finite_loss(name: str, value: torch.Tensor) -> None:
+    """The loss of ``name`` at its first batch (the preflight's evaluation) is finite."""
+    if not math.isfinite(float(value)):
+        fail(API, f"the loss of '{name}' is {float(value)} at its first batch, before any "
+             "update", None, "Check the loss for a log of 0, a division by 0 or an overflow, "
+             "and the batch for NaN.")
 
-        def loss(sub: dict, ctx: Ctx = ctx, name: str = name) -> torch.Tensor:
-            return call_loss(ctx, name, {**params, **sub})[0]
-        value = loss({}).detach()
-        if not math.isfinite(float(value)):
-            fail(API, f"the loss of '{name}' is {float(value)} at its first batch, before any "
-                 "update", None, "Check the loss for a log of 0, a division by 0 or an overflow, "
-                 "and the batch for NaN.")
-        for r in p.reads:
-            if r in g.descendants[name]:
-                if not _moves(lambda x, r=r: loss({r: x}), params[r]):
-                    fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
-                         f"it, so the hypergradient through '{r}' would be a silent zero", None,
-                         f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
-            elif r in g.uppers[name] and not getattr(p.method_for(r), "unrolls", False):
-                def inner_grad(x: Any, r: str = r) -> Any:
-                    return grad(lambda th: loss({name: th, r: x}))(params[name])
-                if not _moves(inner_grad, params[r]):
-                    fail(API, f"the gradient of the loss of '{name}' in its params does not depend "
-                         f"on its upper '{r}', so '{r}''s hypergradient through '{name}' would be "
-                         "a silent zero", None, f"Couple the loss of '{name}' to '{r}' (e.g. a "
-                         f"term in both), or drop the edge '{r}' -> '{name}'.")
+
+def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
+    """At its first batch (``loss(sub)``: the loss of ``name`` with ``sub`` replacing those
+    params): every lower it reads moves it; and its gradient moves with each upper it reads
+    (implicit methods differentiate through that coupling; without it their hypergradient is an
+    exact zero)."""
+    p = g.problems[name]
+    for r in p.reads:
+        if r in g.descendants[name]:
+            if not _moves(lambda x, r=r: loss({r: x}), params[r]):
+                fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
+                     f"it, so the hypergradient through '{r}' would be a silent zero", None,
+                     f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
+        elif r in g.uppers[name] and not getattr(p.method_for(r), "unrolls", False):
+            def inner_grad(x: Any, r: str = r) -> Any:
+                return grad(lambda th: loss({name: th, r: x}))(params[name])
+            if not _moves(inner_grad, params[r]):
+                fail(API, f"the gradient of the loss of '{name}' in its params does not depend "
+                     f"on its upper '{r}', so '{r}''s hypergradient through '{name}' would be "
+                     "a silent zero", None, f"Couple the loss of '{name}' to '{r}' (e.g. a "
+                     f"term in both), or drop the edge '{r}' -> '{name}'.")

@@ -61,7 +61,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         if skip_nonfinite:
             ok = code == 0
             theta = tree.where(ok, theta, params[name])
-            state = _keep_where(ok, state, opt_states[name])
+            state = tree.where(ok, state, opt_states[name])
         logs[name] = {"nonfinite": code}
         if want:
             logs[name].update(_log(value, metrics, grads, residuals))
@@ -117,30 +117,16 @@ def _window(ctx: Ctx, name: str, params: dict, state: PyTree, batches: list,
     return theta, tree.unflatten(tree.structure(state), leaves), ctx
 
 
-def _any_nonfinite(x: Any) -> torch.Tensor:
-    """True where any element of the pytree ``x`` is NaN or inf: ``0 * x`` sums to NaN exactly
-    then (and never overflows)."""
-    total = sum((leaf * 0).sum() for leaf in tree.leaves(x) if leaf.is_floating_point())
-    return ~torch.isfinite(torch.as_tensor(total))
-
-
 def nonfinite_code(value: Any, grads: Any, residuals: dict, theta: Any) -> torch.Tensor:
     """The bit mask of non-finite quantities of one update (see :func:`step`)."""
-    code = 8 * _any_nonfinite(theta).to(torch.int32)
+    code = 8 * (~tree.all_finite(theta)).to(torch.int32)
     if value is not None:
         code = code + (~torch.isfinite(value)).to(torch.int32)
     if grads is not None:
-        code = code + 2 * _any_nonfinite(grads).to(torch.int32)
+        code = code + 2 * (~tree.all_finite(grads)).to(torch.int32)
     if residuals:
-        code = code + 4 * _any_nonfinite(list(residuals.values())).to(torch.int32)
+        code = code + 4 * (~tree.all_finite(list(residuals.values()))).to(torch.int32)
     return code
-
-
-def _keep_where(ok: torch.Tensor, new: Any, old: Any) -> Any:
-    """``new`` where ``ok``, else ``old``, for the floating and integer tensors of an optimizer
-    state (None and other leaves pass through)."""
-    return tree.map(lambda a, b: torch.where(ok, a, b) if isinstance(a, torch.Tensor) else a,
-                    new, old)
 
 
 def _log(value: Any, metrics: dict, grads: Any, residuals: dict) -> dict:

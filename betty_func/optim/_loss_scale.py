@@ -55,12 +55,11 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
     def update(grads: PyTree, state: tuple, params: PyTree = None) -> tuple[PyTree, tuple]:
         inner, s = state
         grads = tree.map(lambda g: g / s.scale.to(g.dtype), grads)
-        finite = torch.stack([torch.isfinite(g).all() for g in tree.leaves(grads)]).all()
+        finite = tree.all_finite(grads)
         grads = tree.map(lambda g: torch.where(finite, g, torch.zeros_like(g)), grads)  # no NaN in
         updates, new_inner = opt.update(grads, inner, params)
-        keep = lambda new, old: torch.where(finite, new, old)  # noqa: E731
         updates = tree.map(lambda u: torch.where(finite, u, torch.zeros_like(u)), updates)
-        new_inner = tree.map(keep, new_inner, inner)
+        new_inner = tree.where(finite, new_inner, inner)
         good = torch.where(finite, s.good + 1, torch.zeros_like(s.good))
         grow = good >= growth_interval
         scale = torch.where(finite, torch.where(grow, s.scale * factor, s.scale), s.scale / factor)

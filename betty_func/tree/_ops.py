@@ -72,5 +72,15 @@ def ones_like(a: PyTree) -> PyTree:
 
 
 def where(cond: torch.Tensor, a: PyTree, b: PyTree) -> PyTree:
-    """``a`` where the 0-d boolean ``cond`` holds, else ``b`` (leafwise; no host sync)."""
-    return optree.tree_map(lambda x, y: torch.where(cond, x, y), a, b)
+    """``a`` where the 0-d boolean ``cond`` holds, else ``b`` (leafwise; no host sync). Leaves
+    that are not tensors (a static knob in an optimizer state) are taken from ``a``."""
+    return optree.tree_map(lambda x, y: torch.where(cond, x, y) if isinstance(x, torch.Tensor)
+                           else x, a, b)
+
+
+def all_finite(a: PyTree) -> torch.Tensor:
+    """A 0-d boolean tensor: no floating leaf of ``a`` holds a NaN or an inf. One reduction per
+    leaf and no host sync: ``0 * x`` sums to NaN exactly when ``x`` has one (and never
+    overflows)."""
+    total = sum((x * 0).sum() for x in optree.tree_leaves(a) if x.is_floating_point())
+    return torch.isfinite(torch.as_tensor(total))

@@ -46,6 +46,11 @@ def combine(a: PyTree, b: PyTree) -> PyTree:
     return optree.tree_unflatten(treedef, [x if x is not None else y for x, y in zip(fa, fb)])
 
 
+def paths(tree: PyTree) -> list:
+    """The path of every leaf of ``tree``, in leaf order (for messages)."""
+    return optree.tree_paths(tree)
+
+
 def check_same(api: str, a: PyTree, b: PyTree, names: tuple[str, str]) -> None:
     """Raise a clear error unless ``a`` and ``b`` have the same structure and leaf shapes."""
     sa, sb = structure(a), structure(b)
