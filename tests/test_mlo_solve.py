@@ -101,6 +101,23 @@ def test_resume_is_bit_for_bit(tmp_path, method):
     assert not torch.equal(straight.params["upper"], probs[1].params)  # it did move
 
 
+@pytest.mark.parametrize("stop", [10, 14], ids=["epoch-end", "mid-epoch"])
+def test_resume_is_bit_for_bit_with_a_loader_of_its_own_generator(tmp_path, stop):
+    """A DataLoader shuffling with its own ``generator=``: the resumed process builds a fresh
+    one (seeded as at the start), and the checkpoint brings it back to where it was."""
+    def loader():
+        return DataLoader(torch.rand(28, generator=torch.Generator().manual_seed(1),
+                                     dtype=F64) + 0.5, batch_size=4, shuffle=True,
+                          generator=torch.Generator().manual_seed(7))
+    run = lambda data, **kw: mlo.solve(*bilevel(hg.cg(maxiter=4), data=data), seed=3,  # noqa
+                                       checkpoint_every=stop, **QUIET, **kw)
+    straight = run(loader(), steps=24, checkpoint_dir=tmp_path / "a")
+    run(loader(), steps=stop, checkpoint_dir=tmp_path / "b")
+    resumed = run(loader(), steps=24, checkpoint_dir=tmp_path / "b", resume=True)
+    assert state_equal(straight.params, resumed.params)
+    assert state_equal(straight.opt_states, resumed.opt_states)
+
+
 def test_tensorboard_event_files_have_the_expected_tags(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     probs, graph = bilevel()

@@ -1,10 +1,12 @@
 """Data sources: iterables restarted each epoch, callables, and position state for resume."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sized
+import warnings
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any, Callable, Optional
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from .._errors import check_arity, fail
 
@@ -32,6 +34,8 @@ class Source:
         self.count, self.epoch, self.index = 0, 0, 0
         self._it: Optional[Any] = None
         self._epoch_rng: Optional[torch.Tensor] = None
+        self._gens = generators(data) if data is not None and not callable(data) else []
+        self._epoch_gens: list = []
 
     def next(self) -> Any:
         self.count += 1
@@ -42,6 +46,7 @@ class Source:
         for _ in range(2):
             if self._it is None:
                 self._epoch_rng = torch.get_rng_state()
+                self._epoch_gens = [g.get_state() for g in self._gens]
                 self._it = iter(self.data)
             try:
                 batch = next(self._it)
@@ -53,21 +58,56 @@ class Source:
              "Pass a non-empty iterable.")
 
     def state(self) -> dict:
+        """The position, with torch's RNG and the loader's own generators as they were at the
+        start of this epoch (to replay its order) and as they are now (for the next epochs)."""
+        mid = self._it is not None
         return {"count": self.count, "epoch": self.epoch, "index": self.index,
-                "epoch_rng": self._epoch_rng if self._it is not None else None}
+                "epoch_rng": self._epoch_rng if mid else None,
+                "epoch_gens": self._epoch_gens if mid else None,
+                "gens": [g.get_state() for g in self._gens]}
 
     def restore(self, s: dict) -> None:
-        """Come back to the same place: same epoch order (the RNG at epoch start), same index."""
+        """Come back to the same place: same epoch order (the RNGs at epoch start), same index,
+        and the loader's generators where they were."""
         self.count, self.epoch, self.index, self._it = s["count"], s["epoch"], 0, None
-        if s["epoch_rng"] is None or callable(self.data) or self.data is None:
+        if callable(self.data) or self.data is None:
             return
-        now = torch.get_rng_state()
-        torch.set_rng_state(s["epoch_rng"])
-        self._epoch_rng, self._it = s["epoch_rng"], iter(self.data)
-        for _ in range(s["index"]):
-            next(self._it)
-        self.index = s["index"]
-        torch.set_rng_state(now)
+        saved = s.get("gens")
+        if saved is not None and len(saved) != len(self._gens):
+            fail("solve(..., resume=True)", f"`data` of '{self.name}' draws its order from "
+                 f"{len(self._gens)} generators, the checkpoint's from {len(saved)}", None,
+                 "Resume with the same kind of loader (generator= given or not, alike).")
+        if s["epoch_rng"] is not None:
+            if not self._gens and not isinstance(self.data, (Sequence, DataLoader, Dataset)):
+                warnings.warn(f"solve(..., resume=True): `data` of '{self.name}' is an iterable "
+                              f"of type {type(self.data).__name__}; its place in the epoch is "
+                              "found by replaying it, which repeats its order only if that "
+                              "depends on torch's global RNG alone.", RuntimeWarning,
+                              stacklevel=4)
+            now = torch.get_rng_state()
+            torch.set_rng_state(s["epoch_rng"])
+            for g, st in zip(self._gens, s.get("epoch_gens") or []):
+                g.set_state(st)
+            self._epoch_rng, self._epoch_gens = s["epoch_rng"], s.get("epoch_gens") or []
+            self._it = iter(self.data)
+            for _ in range(s["index"]):
+                next(self._it)
+            self.index = s["index"]
+            torch.set_rng_state(now)
+        for g, st in zip(self._gens, saved or []):
+            g.set_state(st)
+
+
+def generators(data: Any) -> list:
+    """The ``torch.Generator`` objects a loader draws its order from (its own, its sampler's,
+    its batch sampler's sampler's), each once."""
+    found: list = []
+    for obj in (data, getattr(data, "sampler", None), getattr(data, "batch_sampler", None),
+                getattr(getattr(data, "batch_sampler", None), "sampler", None)):
+        gen = getattr(obj, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
 
 
 def env_batches(env: Optional[Callable], graph: Any, t: int) -> dict:

@@ -8,7 +8,7 @@ import torch
 from .._errors import fail
 from ..hypergrad._checks import depends
 from ._context import Ctx, call_loss
-from ._data import Source
+from ._data import Source, generators
 from ._graph import API, Graph
 from ._program_checks import check_callbacks, check_couplings, check_finite_loss, check_finite_params
 
@@ -71,15 +71,3 @@ def peek(src: Source, from_env: dict, name: str) -> Any:
     finally:
         for gen, state in kept:
             gen.set_state(state)
-
-
-def generators(data: Any) -> list:
-    """The ``torch.Generator`` objects a loader draws its order from (its own, its sampler's,
-    its batch sampler's sampler's), each once."""
-    found: list = []
-    for obj in (data, getattr(data, "sampler", None), getattr(data, "batch_sampler", None),
-                getattr(getattr(data, "batch_sampler", None), "sampler", None)):
-        gen = getattr(obj, "generator", None)
-        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
-            found.append(gen)
-    return found
