@@ -17,15 +17,7 @@ def test_the_table_is_large_and_its_cases_distinct():
     assert len({(c.area, c.what) for c in CASES}) == len(CASES)
 
 
-# Known gaps, listed rather than hidden: each must still fail (strict), so fixing one shows here.
-OPEN = {("program", "neumann alpha beyond 2 / lambda_max"):
-        "no step-0 estimate of the lower Hessian's largest eigenvalue yet; the divergence is "
-        "caught only once the hypergradient overflows (tests/test_nonfinite.py)"}
-
-
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=OPEN[(c.area, c.what)]))
-    if (c.area, c.what) in OPEN else c for c in CASES], ids=[f"{c.area}: {c.what}" for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.area}: {c.what}" for c in CASES])
 def test_bad_input_is_refused_clearly_before_any_update(case, tmp_path):
     UPDATES[0] = 0
     with warnings.catch_warnings():

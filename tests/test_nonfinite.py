@@ -47,11 +47,32 @@ def test_an_overflow_from_a_too_large_step():
         mlo.solve(*program(quartic, lr=10.0, w0=1.0), steps=25, log_every=25, **QUIET)
 
 
-def test_a_divergent_neumann_series_is_a_nonfinite_hypergradient():
-    stiff = lambda w, b, *, hi: 50 * ((w - hi) ** 2).sum()  # noqa: E731  (λ = 100, α = 1)
-    with pytest.raises(FloatingPointError, match=r"the hypergradient and params of 'hi' are NaN"):
+def test_a_neumann_series_that_starts_to_diverge_mid_run_is_a_nonfinite_hypergradient():
+    """At step 0 the lower's curvature is 2 (alpha = 0.9 passes the step-0 estimate); the
+    upper drives it to ~900, where the 400-term series overflows."""
+    def lo_loss(w, b, *, hi):
+        return (1 + 50 * (hi ** 2).sum()) * ((w - hi) ** 2).sum()
+
+    def hi_loss(w, b, *, lo):
+        return ((lo - 1.0) ** 2).sum() + ((w - 3.0) ** 2).sum()
+    lo = mlo.Problem("lo", lo_loss, torch.zeros(2, dtype=F64), optim.sgd(1e-4),
+                     hypergrad=hg.neumann(400, alpha=0.9))
+    hi = mlo.Problem("hi", hi_loss, torch.zeros(2, dtype=F64), optim.sgd(0.5))
+    with pytest.raises(FloatingPointError, match=r"the hypergradient and params of 'hi' are NaN "
+                       r"or inf at step [2-9]"):
+        mlo.solve([lo, hi], {"hi": ["lo"]}, steps=10, log_every=10, **QUIET)
+
+
+def test_a_neumann_alpha_beyond_two_over_lambda_max_is_refused_at_step_0():
+    stiff = lambda w, b, *, hi: 50 * ((w - hi) ** 2).sum()  # noqa: E731  (λ = 100)
+    with pytest.raises(ValueError, match=r"linsolve\.neumann\(steps=400, alpha=0\.999\) on 'lo' "
+                       r"diverges: .* below 2\.002, and power iteration finds 100 .* Use alpha <= "
+                       r"0\.01"):
         mlo.solve(*program(stiff, lr=0.001, hyper=hg.neumann(400, alpha=0.999)), steps=4,
-                  log_every=4, **QUIET)
+                  **QUIET)
+    r = mlo.solve(*program(stiff, lr=0.001, hyper=hg.neumann(400, alpha=0.0099)), steps=4,
+                  **QUIET)  # just below 1 / λ: runs
+    assert all(torch.isfinite(p).all() for p in r.params.values())
 
 
 def test_skip_drops_each_bad_update_and_counts_it():

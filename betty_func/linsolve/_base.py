@@ -27,9 +27,13 @@ class LinearSolver:
     definite operator for ``cg``); ``init`` is an optional warm start shaped like ``b``.
     """
 
-    def __init__(self, name: str, run: Run, damping: float = 0.0, tracks_residual: bool = False):
+    def __init__(self, name: str, run: Run, damping: float = 0.0, tracks_residual: bool = False,
+                 eig_bound: Optional[float] = None):
         self.name, self._run, self.damping = name, run, damping
         self.tracks_residual = tracks_residual  # with_info costs no extra matvec
+        # the solver converges only while every |eigenvalue| of A + damping I stays below this
+        # (Neumann: 2 / alpha); None: no such bound (cg, dense, identity)
+        self.eig_bound = eig_bound
 
     def __repr__(self) -> str:
         return self.name

@@ -6,7 +6,7 @@ import math
 from typing import Any, Callable
 
 import torch
-from torch.func import grad, vjp
+from torch.func import grad, jvp, vjp
 
 from .. import tree
 from .._errors import fail
@@ -67,6 +67,37 @@ def check_finite_loss(name: str, value: torch.Tensor) -> None:
         fail(API, f"the loss of '{name}' is {float(value)} at its first batch, before any "
              "update", None, "Check the loss for a log of 0, a division by 0 or an overflow, "
              "and the batch for NaN.")
+
+
+def check_solver_bounds(g: Graph, name: str, loss: Callable, params: dict,
+                        iterations: int = 20) -> None:
+    """A linear solver that converges only below an eigenvalue bound (Neumann: |λ| < 2 / alpha)
+    is checked against a power-iteration estimate of the largest |eigenvalue| of the Hessian of
+    ``name``'s loss in its params, at the initial params and first batch (``iterations`` HVPs,
+    once). The estimate is a lower bound, so a refusal is certain; a pass is not a guarantee."""
+    solvers = {repr(s): s for s in (getattr(g.problems[name].method_for(u), "solve", None)
+                                    for u in g.uppers[name])
+               if getattr(s, "eig_bound", None) is not None}
+    if not solvers:
+        return
+    theta = params[name]
+    hvp = lambda v: jvp(grad(lambda th: loss({name: th})), (theta,), (v,))[1]  # noqa: E731
+    gen = torch.Generator().manual_seed(0)  # a fixed start: the user's stream is not touched
+    v = tree.map(lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device), theta)
+    lam = 0.0
+    for _ in range(iterations):
+        v = tree.scale(1.0 / tree.norm(v), v)
+        v = hvp(v)
+        lam = float(tree.norm(v))
+        if lam == 0.0:
+            return
+    for s in solvers.values():
+        if lam + s.damping >= s.eig_bound:
+            safe = 1.0 / (lam + s.damping)
+            fail(API, f"{s!r} on '{name}' diverges: it needs every |eigenvalue| of the Hessian "
+                 f"(+ damping) below {s.eig_bound:g}, and power iteration finds "
+                 f"{lam + s.damping:.4g} at the initial params", None,
+                 f"Use alpha <= {safe:.3g} (1 / that estimate), or hypergrad.cg.")
 
 
 def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
