@@ -51,9 +51,10 @@ def test_every_knob_of_a_method_is_in_its_repr():
     reprs = {repr(m) for m in (hg.darts(eps=0.01), hg.darts(eps=0.5), hg.darts(scale=0.1),
                                hg.cg(5), hg.cg(5, damping=1.0), hg.cg(5, batch_dims=1),
                                hg.neumann(3, 0.1), hg.neumann(3, 0.2),
+                               hg.implicit(linsolve.neumann(3, 0.1, damping=0.5)),
                                hg.implicit(linsolve.cg(5), hvp=hg.forward_over_reverse),
                                hg.unrolled(3), hg.unrolled(3, checkpoint_every=1))}
-    assert len(reprs) == 11
+    assert len(reprs) == 12
 
 
 def test_unrolled_checkpointing_is_honoured_inside_solve(monkeypatch):
