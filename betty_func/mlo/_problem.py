@@ -11,6 +11,7 @@ from .. import hypergrad as hg
 from .. import optim, tree
 from .._errors import check_nonneg_int, fail
 from ..optim._base import check_optimizer
+from ..optim._hyper import state_like
 
 PyTree = Any
 Method = Any  # anything with the method protocol's `pullback` (hypergrad/_inner.py)
@@ -23,6 +24,10 @@ class Problem:
     * ``loss`` reads other problems through keyword-only parameters named after them (uppers see
       their lowers' current best-response params; lowers see their uppers' params) and returns a
       scalar or ``(scalar, metrics_dict)``.
+    * ``params``: a pytree of float tensors. Leaves that require grad (a module's
+      ``nn.Parameter``s, ``dict(model.named_parameters())``) are fine: ``mlo.init`` detaches
+      them (derivatives come from ``torch.func``; an autograd tape on them would keep every
+      step's graph alive), and the module itself is never written.
     * ``data``: an iterable (restarted at each epoch, e.g. a ``DataLoader``), a callable
       ``step -> batch``, or None (the ``env`` of ``solve`` supplies batches, or the loss gets None).
     * ``hypergrad``: how this problem's uppers differentiate through its best response: a method
@@ -101,7 +106,7 @@ class Problem:
                 fail(api, "precision='fp16' does not support an unrolled method (its updates are "
                      "differentiated, and loss scaling covers only plain updates)", "unrolled",
                      "Use precision='bf16', or an implicit method.")
-            if self.optimizer.loss_scale is None:
+            if optim.loss_scale(state_like(self.optimizer, self.params)) is None:
                 object.__setattr__(self, "optimizer", optim.loss_scaled(self.optimizer))
         reads = _keyword_reads(api, self.loss)
         if ("state" in reads) != (self.state is not None):

@@ -32,7 +32,10 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     the logging work (norms, rates). Every updating problem's logs hold ``nonfinite`` (always):
     a bit mask of what was NaN or inf in its update, 1 the loss, 2 the gradient, 4 a CG
     residual, 8 the new params (0: all finite); ``skip_nonfinite`` drops such an update (params
-    and optimizer state stay as they were, by ``torch.where``: no host sync).
+    and optimizer state stay as they were, by ``torch.where``: no host sync). Under data
+    parallel the skip is decided by the averaged quantities alone (a rank's own loss, non-finite
+    while the averaged gradient is finite, would make that rank skip alone), so bit 1 is then
+    dropped from the mask; the loss still shows in the logged (mean) loss.
     """
     ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate)
     want, logs = logs, {}
@@ -45,20 +48,22 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         else:
             if p.reset is not None and name in starts:
                 params[name] = call_reset(p, params[name], params)
-            scale = (None if p.optimizer.loss_scale is None
-                     else p.optimizer.loss_scale(opt_states[name]))
+            scale = optim.loss_scale(opt_states[name])
             grads, value, metrics, residuals, ctx = _accumulated(ctx, name, params,
                                                                  batches[name], scale)
             theta, state = optim.step(p.optimizer, params[name], grads, opt_states[name])
             if p.project is not None:
                 theta = p.project(theta)
             if scale is not None:  # fp16: the scale and skipped steps are logged too
-                metrics = {**metrics, "loss_scale": scale, "skipped_steps": state[1].skipped}
+                metrics = {**metrics, "loss_scale": scale,
+                           "skipped_steps": optim.tree_get(state, "skipped")}
         # under fp16 loss scaling an overflowing loss or gradient is the scaler's signal (it
         # skips that step and lowers the scale): only the params it keeps are checked
         code = (nonfinite_code(value, grads, residuals, theta) if scale is None
                 else nonfinite_code(None, None, {}, theta))
         if skip_nonfinite:
+            if replicate is not None:  # data parallel: the loss is this rank's own, the rest is
+                code = code & ~1       # averaged, so only those decide (all ranks skip alike)
             ok = code == 0
             theta = tree.where(ok, theta, params[name])
             state = tree.where(ok, state, opt_states[name])
@@ -67,8 +72,9 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             logs[name].update(_log(value, metrics, grads, residuals))
             if scale is not None:  # the norm of the true (unscaled) gradient
                 logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
-            if p.optimizer.learning_rate is not None:  # the rate this update used
-                logs[name]["lr"] = p.optimizer.learning_rate(opt_states[name])
+            rate = optim.learning_rate(opt_states[name])  # the rate this update used
+            if rate is not None:
+                logs[name]["lr"] = rate
         params[name], opt_states[name] = theta, state
     last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
     return params, opt_states, ctx.state, last, logs

@@ -10,6 +10,7 @@
 from ._adam import AdamState, adam, adamw
 from ._base import Optimizer, apply_updates, chain, step
 from ._clip import clip_by_global_norm
+from ._hyper import learning_rate, loss_scale, tree_get, tree_set
 from ._loss_scale import LossScaleState, loss_scaled
 from ._schedules import constant, cosine, multistep, warmup
 from ._sgd import SgdState, sgd
@@ -17,4 +18,5 @@ from ._sharded import ShardedState, is_sharded, sharded
 
 __all__ = ["Optimizer", "apply_updates", "step", "chain", "sgd", "SgdState", "adam", "adamw",
            "AdamState", "clip_by_global_norm", "loss_scaled", "LossScaleState", "constant",
-           "multistep", "cosine", "warmup", "sharded", "ShardedState", "is_sharded"]
+           "multistep", "cosine", "warmup", "sharded", "ShardedState", "is_sharded",
+           "learning_rate", "loss_scale", "tree_get", "tree_set"]

@@ -7,12 +7,13 @@ import torch
 
 from .. import tree
 from .._errors import check_nonneg, fail
-from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
-                    rate_of, scalar_dtype)
+from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
+                    next_lr, scalar_dtype)
 
 
 class AdamState(NamedTuple):
     count: torch.Tensor
+    lr: torch.Tensor  # the rate of the next update (``optim.tree_set(state, lr=...)`` changes it)
     mu: Any
     nu: Any
     nu_max: Any  # running max of nu (AMSGrad), or None
@@ -41,13 +42,12 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
     check_nonneg(api, "weight_decay", weight_decay)
 
     def init(params: Any) -> AdamState:
-        zeros = tree.zeros_like
-        return AdamState(count_init(), zeros(params), zeros(params),
-                         zeros(params) if amsgrad else None)
+        zeros, count = tree.zeros_like, count_init()
+        return AdamState(count, lr_value(lr, count), zeros(params),
+                         zeros(params), zeros(params) if amsgrad else None)
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
-        dtype = scalar_dtype(grads)
-        rate = lr_at(lr, state.count, dtype)
+        dtype, rate = scalar_dtype(grads), state.lr
         t = (state.count + 1).to(dtype)
         if weight_decay and not decoupled:
             grads = tree.axpy(weight_decay, params, grads)
@@ -60,9 +60,10 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
                            mu, nu_max if amsgrad else nu)
         if weight_decay and decoupled:
             updates = tree.axpy(-rate * weight_decay, params, updates)
-        return updates, AdamState(state.count + 1, mu, nu, nu_max)
+        count = state.count + 1
+        return updates, AdamState(count, next_lr(lr, rate, count), mu, nu, nu_max)
 
-    return Optimizer(init, update, rate_of(lr))
+    return Optimizer(init, update)
 
 
 def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,

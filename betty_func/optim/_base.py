@@ -6,7 +6,7 @@ differentiates straight through a sequence of updates (unrolled hypergradients r
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import math
 
@@ -14,6 +14,7 @@ import torch
 
 from .. import tree
 from .._errors import check_number, fail
+from ._hyper import occurrences
 
 PyTree = Any
 Schedule = Callable[[torch.Tensor], Union[float, torch.Tensor]]
@@ -25,14 +26,14 @@ class Optimizer(NamedTuple):
 
     init(params) -> state
     update(grads, state, params) -> (updates, new_state)
-    learning_rate(state) -> the rate the next update will use (None for plain transformations)
-    loss_scale(state) -> the factor to multiply the loss by before differentiating (None: 1;
-                         see ``loss_scaled``)
+
+    Hyperparameters that change during training live in the state, found by name wherever the
+    combinators nest them: ``optim.learning_rate(state)`` (the ``lr`` field: the rate the next
+    update will use), ``optim.loss_scale(state)`` (see ``loss_scaled``), ``optim.tree_get`` /
+    ``optim.tree_set`` for any field.
     """
     init: Callable[[PyTree], PyTree]
     update: Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
-    learning_rate: Optional[Callable[[PyTree], Any]] = None
-    loss_scale: Optional[Callable[[PyTree], Any]] = None
 
 
 def apply_updates(params: PyTree, updates: PyTree) -> PyTree:
@@ -56,7 +57,10 @@ def chain(*transforms: Optimizer) -> Optimizer:
         check_optimizer("optim.chain(*transforms)", f"transforms[{i}]", t)
 
     def init(params: PyTree) -> tuple:
-        return tuple(t.init(params) for t in transforms)
+        states = tuple(t.init(params) for t in transforms)
+        for i, s in enumerate(states):
+            refuse_loss_scaled_inside("optim.chain(*transforms)", f"transforms[{i}]", s)
+        return states
 
     def update(grads: PyTree, state: tuple, params: PyTree = None) -> tuple[PyTree, tuple]:
         new_state = []
@@ -65,12 +69,18 @@ def chain(*transforms: Optimizer) -> Optimizer:
             new_state.append(s)
         return grads, tuple(new_state)
 
-    with_rate = [(i, t) for i, t in enumerate(transforms) if t.learning_rate is not None]
-    rate = None
-    if with_rate:
-        i, t = with_rate[-1]
-        rate = lambda state: t.learning_rate(state[i])  # noqa: E731
-    return Optimizer(init, update, rate)
+    return Optimizer(init, update)
+
+
+def refuse_loss_scaled_inside(api: str, name: str, state: PyTree) -> None:
+    """A ``loss_scaled`` optimizer must wrap the whole optimizer: inside ``chain`` the transforms
+    before it would see scaled gradients (and those after it would step on a skipped update),
+    inside ``sharded`` each rank would test only its slice for overflow and skip alone."""
+    if next(occurrences(state, "loss_scale"), None) is not None:
+        fail(api, f"`{name}` is a loss_scaled optimizer, which must wrap the whole optimizer "
+             "(here other parts would see scaled gradients, or skip on their own)", name,
+             "Put it outermost: optim.loss_scaled(optim.chain(optim.clip_by_global_norm(1.0), "
+             "optim.sharded(optim.adam(1e-3)))).")
 
 
 def count_init() -> torch.Tensor:
@@ -84,16 +94,20 @@ def scalar_dtype(grads: PyTree) -> torch.dtype:
         torch.float32
 
 
-def lr_at(lr: LearningRate, count: torch.Tensor, dtype: torch.dtype) -> Any:
-    """The learning rate for step ``count``: a constant, or ``schedule(count)`` in ``dtype``."""
-    if callable(lr):
-        return lr(count.to(dtype))
-    return lr
+def lr_value(lr: LearningRate, count: torch.Tensor) -> torch.Tensor:
+    """The rate of update ``count`` (0-based) as a 0-d float64 tensor: the number ``lr``, or
+    ``lr(count)`` for a schedule, evaluated in float64 as torch's schedulers do in Python (a 0-d
+    tensor meeting float32 params is cast to their dtype, as a Python float is). Optimizers keep
+    it in their state's ``lr`` field: at ``init`` the rate of update 0, after each update the
+    rate of the next."""
+    value = lr(count.to(torch.float64)) if callable(lr) else lr
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
-def rate_of(lr: LearningRate) -> Callable[[Any], torch.Tensor]:
-    """``state -> current learning rate`` (a tensor) for optimizers whose state has ``count``."""
-    return lambda state: torch.as_tensor(lr_at(lr, state.count, torch.float64))
+def next_lr(lr: LearningRate, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """The ``lr`` field after an update: a schedule's value at the new ``count``; for a constant,
+    the current field as it is (so a rate set by ``optim.tree_set`` stays)."""
+    return lr_value(lr, count) if callable(lr) else current
 
 
 def check_lr(api: str, lr: LearningRate) -> None:

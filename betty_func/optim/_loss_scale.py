@@ -7,15 +7,15 @@ import torch
 
 from .. import tree
 from .._errors import check_positive, fail
-from ._base import Optimizer, check_optimizer
+from ._base import Optimizer, check_optimizer, refuse_loss_scaled_inside
 
 PyTree = Any
 
 
 class LossScaleState(NamedTuple):
-    scale: torch.Tensor    # the factor the loss is multiplied by before differentiation
-    good: torch.Tensor     # finite steps since the scale last changed
-    skipped: torch.Tensor  # steps skipped for non-finite gradients, in total
+    loss_scale: torch.Tensor  # the factor the loss is multiplied by before differentiation
+    good: torch.Tensor        # finite steps since the scale last changed
+    skipped: torch.Tensor     # steps skipped for non-finite gradients, in total
 
 
 def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: int = 2000,
@@ -26,8 +26,11 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
     skipped — zero updates, ``opt``'s state unchanged, the scale divided by ``factor``, ``skipped``
     counted — else ``opt`` steps and the scale grows by ``factor`` after ``growth_interval``
     finite steps in a row. All of it with ``torch.where``: no host sync, compiles. The state is
-    ``(opt_state, LossScaleState)``; ``loss_scale(state)`` is the factor for the next loss
-    (``mlo.Problem(precision="fp16")`` wraps its optimizer with this and applies it).
+    ``(opt_state, LossScaleState)``; ``optim.loss_scale(state)`` is the factor for the next loss
+    (``mlo.Problem(precision="fp16")`` wraps its optimizer with this and applies it). It must
+    wrap the whole optimizer: ``loss_scaled(chain(clip_by_global_norm(1.0), adam(1e-3)))``
+    (``chain`` and ``sharded`` refuse it inside, where parts would see scaled gradients or skip
+    alone).
 
     Example:
         >>> import torch
@@ -35,7 +38,7 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
         >>> opt = optim.loss_scaled(optim.sgd(0.1), init_scale=8.0)
         >>> s = opt.init(torch.zeros(2))
         >>> u, s = opt.update(torch.tensor([float("inf"), 8.0]), s, torch.zeros(2))
-        >>> u.tolist(), float(opt.loss_scale(s)), int(s[1].skipped)
+        >>> u.tolist(), float(optim.loss_scale(s)), int(s[1].skipped)
         ([0.0, 0.0], 4.0, 1)
         >>> u, s = opt.update(torch.tensor([4.0, 4.0]), s, torch.zeros(2))   # 4 / 4 = gradient 1
         >>> [round(x, 4) for x in u.tolist()]
@@ -49,12 +52,13 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
              f"factor={factor}, growth_interval={growth_interval}")
 
     def init(params: PyTree) -> tuple:
-        zero = torch.zeros((), dtype=torch.int64)
-        return opt.init(params), LossScaleState(torch.tensor(float(init_scale)), zero, zero)
+        inner, zero = opt.init(params), torch.zeros((), dtype=torch.int64)
+        refuse_loss_scaled_inside(api, "opt", inner)
+        return inner, LossScaleState(torch.tensor(float(init_scale)), zero, zero)
 
     def update(grads: PyTree, state: tuple, params: PyTree = None) -> tuple[PyTree, tuple]:
         inner, s = state
-        grads = tree.map(lambda g: g / s.scale.to(g.dtype), grads)
+        grads = tree.map(lambda g: g / s.loss_scale.to(g.dtype), grads)
         finite = tree.all_finite(grads)
         grads = tree.map(lambda g: torch.where(finite, g, torch.zeros_like(g)), grads)  # no NaN in
         updates, new_inner = opt.update(grads, inner, params)
@@ -62,10 +66,10 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: 
         new_inner = tree.where(finite, new_inner, inner)
         good = torch.where(finite, s.good + 1, torch.zeros_like(s.good))
         grow = good >= growth_interval
-        scale = torch.where(finite, torch.where(grow, s.scale * factor, s.scale), s.scale / factor)
+        old = s.loss_scale
+        scale = torch.where(finite, torch.where(grow, old * factor, old), old / factor)
         good = torch.where(grow, torch.zeros_like(good), good)
         skipped = s.skipped + (~finite).to(s.skipped.dtype)
         return updates, (new_inner, LossScaleState(scale, good, skipped))
 
-    rate = None if opt.learning_rate is None else (lambda state: opt.learning_rate(state[0]))
-    return Optimizer(init, update, rate, lambda state: state[1].scale)
+    return Optimizer(init, update)

@@ -7,12 +7,13 @@ import torch
 
 from .. import tree
 from .._errors import check_nonneg, fail
-from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_at,
-                    rate_of, scalar_dtype)
+from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
+                    next_lr)
 
 
 class SgdState(NamedTuple):
     count: torch.Tensor
+    lr: torch.Tensor  # the rate of the next update (``optim.tree_set(state, lr=...)`` changes it)
     momentum: Any  # pytree like params, or None when momentum == 0
 
 
@@ -47,7 +48,8 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
 
     def init(params: Any) -> SgdState:
         buf = tree.zeros_like(params) if momentum else None
-        return SgdState(count_init(), buf)
+        count = count_init()
+        return SgdState(count, lr_value(lr, count), buf)
 
     def update(grads: Any, state: SgdState, params: Any = None) -> tuple[Any, SgdState]:
         if weight_decay:
@@ -58,7 +60,7 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
             buf = tree.map(lambda b, d: torch.where(first, d, momentum * b + (1 - dampening) * d),
                            buf, grads)
             grads = tree.axpy(momentum, buf, grads) if nesterov else buf
-        rate = lr_at(lr, state.count, scalar_dtype(grads))
-        return tree.scale(-rate, grads), SgdState(state.count + 1, buf)
+        count = state.count + 1
+        return tree.scale(-state.lr, grads), SgdState(count, next_lr(lr, state.lr, count), buf)
 
-    return Optimizer(init, update, rate_of(lr))
+    return Optimizer(init, update)

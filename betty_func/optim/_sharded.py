@@ -8,7 +8,7 @@ import torch.distributed as dist
 
 from .. import _dist, tree
 from .._errors import fail
-from ._base import Optimizer, check_optimizer
+from ._base import Optimizer, check_optimizer, refuse_loss_scaled_inside
 
 PyTree = Any
 API = "optim.sharded(opt, group)"
@@ -60,7 +60,9 @@ def sharded(opt: Optimizer, group: Optional[Any] = None) -> Optimizer:
         return torch.nn.functional.pad(flat, (0, per * w - flat.numel()))[lo:lo + per]
 
     def init(params: PyTree) -> ShardedState:
-        return ShardedState(opt.init(mine(_ravel(params)[0])))
+        inner = opt.init(mine(_ravel(params)[0]))
+        refuse_loss_scaled_inside(API, "opt", inner)
+        return ShardedState(inner)
 
     def update(grads: PyTree, state: ShardedState, params: PyTree = None
                ) -> tuple[PyTree, ShardedState]:
@@ -74,8 +76,7 @@ def sharded(opt: Optimizer, group: Optional[Any] = None) -> Optimizer:
             u = torch.cat(parts)
         return unravel(u[:flat.numel()]), ShardedState(inner)
 
-    rate = None if opt.learning_rate is None else (lambda s: opt.learning_rate(s.inner))
-    return Optimizer(init, update, rate)
+    return Optimizer(init, update)
 
 
 def is_sharded(state: PyTree) -> bool:

@@ -1,0 +1,81 @@
+"""Hyperparameters live in the optimizer state, found by name through any nesting: no combinator
+forwards (or drops) a learning rate or a loss scale."""
+import pytest
+import torch
+
+from betty_func import mlo, optim
+
+F64 = torch.float64
+
+
+def test_tree_get_finds_a_field_through_any_nesting_and_refuses_ambiguity():
+    p = torch.zeros(3, dtype=F64)
+    s = optim.loss_scaled(optim.chain(optim.clip_by_global_norm(1.0), optim.adam(0.01))).init(p)
+    assert float(optim.tree_get(s, "lr")) == 0.01 and optim.tree_get(s, "lr").dtype == F64
+    assert float(optim.loss_scale(s)) == 2.0 ** 16 and float(optim.learning_rate(s)) == 0.01
+    assert optim.tree_get(s, "nothing", None) is None
+    with pytest.raises(ValueError, match=r"optim\.tree_get.*'nothing' names 0"):
+        optim.tree_get(s, "nothing")
+    two = optim.chain(optim.sgd(0.1), optim.sgd(0.2)).init(p)
+    with pytest.raises(ValueError, match=r"'lr' names 2.*state\[0\]\.lr.*state\[1\]\.lr"):
+        optim.tree_get(two, "lr")
+    assert float(optim.learning_rate(two)) == 0.2  # the last one applied
+
+
+def test_tree_set_changes_the_rate_of_later_updates_and_a_schedule_takes_over_again():
+    p, g = torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)
+    opt = optim.sgd(0.1)
+    s = optim.tree_set(opt.init(p), lr=0.5)
+    for _ in range(2):  # a constant rate, once set, stays
+        u, s = opt.update(g, s, p)
+        assert u.tolist() == [-0.5, -0.5]
+    sched = optim.sgd(optim.multistep(0.1, [5], 0.1))
+    s = optim.tree_set(sched.init(p), lr=0.5)
+    u, s = sched.update(g, s, p)
+    assert u.tolist() == [-0.5, -0.5] and float(optim.learning_rate(s)) == 0.1  # schedule(1)
+    with pytest.raises(ValueError, match=r"optim\.tree_set.*no field 'learning_rate'"):
+        optim.tree_set(s, learning_rate=0.1)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: optim.chain(optim.clip_by_global_norm(1.0), optim.loss_scaled(optim.sgd(0.1))),
+     r"optim\.chain.*`transforms\[1\]` is a loss_scaled optimizer.*Put it outermost"),
+    (lambda: optim.chain(optim.loss_scaled(optim.sgd(0.1)), optim.sgd(0.1)),
+     r"`transforms\[0\]` is a loss_scaled optimizer"),
+    (lambda: optim.sharded(optim.loss_scaled(optim.adam(0.1))),
+     r"optim\.sharded.*`opt` is a loss_scaled optimizer"),
+    (lambda: optim.loss_scaled(optim.loss_scaled(optim.adam(0.1))),
+     r"optim\.loss_scaled.*`opt` is a loss_scaled optimizer"),
+])
+def test_a_loss_scale_inside_a_combinator_is_refused_at_init(make, match):
+    """Inside chain the parts before it would see scaled gradients (the bug this replaces: chain
+    dropped the inner scale, so the loss went unscaled and the update was 65536x too small)."""
+    with pytest.raises(ValueError, match=match):
+        make().init(torch.zeros(2))
+
+
+def _lower(optimizer, precision=None):
+    target = torch.linspace(-1.0, 1.0, 4)
+    return mlo.Problem("p", lambda w, batch: ((w - target) ** 2).sum(), torch.zeros(4),
+                       optimizer, precision=precision)
+
+
+def test_mlo_scales_the_loss_of_a_loss_scaled_chain_and_logs_its_rate():
+    """``loss_scaled(chain(clip, sgd))`` given by hand: the loss is scaled, the update unscaled,
+    the same params as the plain chain (float32 eager; scale 2**10 is exact)."""
+    plain = optim.chain(optim.clip_by_global_norm(0.5), optim.sgd(0.1))
+    runs = [mlo.solve([_lower(o)], {}, steps=3, progress=False, console=False, log_every=1)
+            for o in (plain, optim.loss_scaled(plain, init_scale=2.0 ** 10))]
+    assert torch.equal(runs[0].params["p"], runs[1].params["p"])
+    assert runs[1].history["p/loss_scale"][0] == (1, 2.0 ** 10)
+    assert [v for _, v in runs[1].history["p/lr"]] == pytest.approx([0.1] * 3)
+    norms = [[v for _, v in r.history["p/grad_norm"]] for r in runs]
+    assert norms[1] == pytest.approx(norms[0], rel=1e-6)  # the true (unscaled) gradient's norm
+
+
+def test_fp16_does_not_wrap_an_optimizer_that_already_scales():
+    opt = optim.loss_scaled(optim.adam(0.01), init_scale=2.0 ** 8)
+    p = _lower(opt, precision="fp16")
+    assert p.optimizer is opt
+    assert float(optim.loss_scale(p.optimizer.init(p.params))) == 2.0 ** 8
+    assert _lower(optim.adam(0.01), precision="fp16").optimizer is not opt
