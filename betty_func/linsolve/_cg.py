@@ -18,7 +18,19 @@ def _dot(a: Any, b: Any, nb: int) -> torch.Tensor:
     """⟨a, b⟩ over all leaves; with ``nb`` leading batch dims, one inner product per batch index."""
     if nb == 0:
         return tree.vdot(a, b)
-    return sum((x * y).flatten(nb).sum(-1) for x, y in zip(tree.leaves(a), tree.leaves(b)))
+    return sum((x * y).reshape(x.shape[:nb] + (-1,)).sum(-1)  # (T,) leaves too: one per task
+               for x, y in zip(tree.leaves(a), tree.leaves(b)))
+
+
+def _check_batch(api: str, b: Any, nb: int) -> None:
+    """With ``nb`` batch dims every leaf must have them, all of one size."""
+    shapes = [tuple(x.shape) for x in tree.leaves(b)]
+    heads = {s[:nb] for s in shapes if len(s) >= nb}
+    if len(heads) > 1 or any(len(s) < nb for s in shapes):
+        fail(api, f"with batch_dims={nb} every leaf needs the same leading batch dimension "
+             "(one system per index)", shapes,
+             "Give every leaf the task dimension first (a scalar per task is shape (T,)), or "
+             "use batch_dims=0 for one joint system.")
 
 
 def _axpy(alpha: torch.Tensor, x: Any, y: Any) -> Any:
@@ -64,6 +76,8 @@ def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0,
     check_nonneg(api, "damping", damping)
 
     def run(matvec: MatVec, b: Any, init: Optional[Any]) -> tuple:
+        if nb:
+            _check_batch(api, b, nb)
         if init is None:
             x, r = tree.zeros_like(b), b
         else:
