@@ -97,6 +97,24 @@ def test_cg_batch_dims_solves_each_system_alone():
     assert int(info.iterations) <= 6 and info.residual_norm.dim() == 0
 
 
+def test_cg_batch_dims_with_one_scalar_per_task():
+    """A leaf of shape (T,) (one scalar unknown per task, beside a (T, 3) leaf) is part of each
+    task's system, not an error; a leaf without the task dimension is refused by name."""
+    g = torch.Generator().manual_seed(1)
+    d = torch.rand(4, 4, generator=g, dtype=torch.float64) + 0.5  # a diagonal system per task
+    b = {"s": torch.randn(4, generator=g, dtype=torch.float64),
+         "w": torch.randn(4, 3, generator=g, dtype=torch.float64)}
+    mv = lambda v: {"s": d[:, 0] * v["s"], "w": d[:, 1:] * v["w"]}  # noqa: E731
+    x = linsolve.cg(4, batch_dims=1)(mv, b)
+    assert torch.allclose(x["s"], b["s"] / d[:, 0], rtol=1e-12)
+    assert torch.allclose(x["w"], b["w"] / d[:, 1:], rtol=1e-12)
+    with pytest.raises(ValueError, match=r"linsolve\.cg.*batch_dims=1 every leaf needs the same "
+                       r"leading batch dimension.*\[\(\), \(4, 3\)\]"):
+        linsolve.cg(4, batch_dims=1)(mv, {"s": torch.ones(()), "w": b["w"]})
+    with pytest.raises(ValueError, match=r"\[\(5,\), \(4, 3\)\]"):
+        linsolve.cg(4, batch_dims=1)(mv, {"s": torch.ones(5), "w": b["w"]})
+
+
 def test_neumann_equals_truncated_series_and_converges():
     A, b = spd()
     alpha, M, I = 1.0 / 35, A.numpy(), np.eye(12)
@@ -147,3 +165,31 @@ def test_bad_solve_inputs():
         solver(lambda v: v, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"`init` and `b` are pytrees of different structure"):
         solver(lambda v: v, {"a": torch.ones(2)}, init={"c": torch.ones(2)})
+
+
+def test_dense_refuses_a_matrix_that_cannot_fit_before_allocating(monkeypatch):
+    """4 n² entries against the device's free memory: n = 10⁷ (1.4 PiB) anywhere; with 1 MB
+    free, n = 1000 (16 MB) is refused and n = 100 (160 kB) solves."""
+    with pytest.raises(ValueError, match=r"linsolve\.dense.*n=10,000,000 unknowns needs at least "
+                       r"1\.49e\+06 GiB, and cpu has .* GiB free\. Use an iterative solver"):
+        linsolve.dense()(lambda v: v, torch.zeros(10 ** 7))
+    monkeypatch.setattr("betty_func.linsolve._base.free_bytes", lambda device: 10 ** 6)
+    with pytest.raises(ValueError, match=r"n=1,000 unknowns needs at least 0\.0149 GiB"):
+        linsolve.dense().with_info(lambda v: v, {"w": torch.zeros(10, 100)})
+    assert torch.equal(linsolve.dense()(lambda v: 2 * v, torch.ones(100)), torch.full((100,), 0.5))
+
+
+def test_exact_in_solve_is_refused_at_step_0_in_the_problem_name(monkeypatch):
+    from betty_func import hypergrad as hg, mlo, optim
+    monkeypatch.setattr("betty_func.linsolve._base.free_bytes", lambda device: 10 ** 6)
+    lo = mlo.Problem("lower", lambda w, batch, *, upper: ((w - upper) ** 2).sum(),
+                     torch.zeros(1000), optim.sgd(0.1), hypergrad=hg.exact())
+    hi = mlo.Problem("upper", lambda lam, batch, *, lower: (lower ** 2).sum() + lam.sum() ** 2,
+                     torch.ones(1000), optim.sgd(0.1))
+    counted = []
+    hi = mlo.Problem("upper", hi.loss, hi.params,
+                     optim.Optimizer(hi.optimizer.init, lambda *a: counted.append(1) or
+                                     hi.optimizer.update(*a)))
+    with pytest.raises(ValueError, match=r"n=1,000 unknowns \(the params of 'lower'\) needs"):
+        mlo.solve([lo, hi], {"upper": ["lower"]}, steps=2, progress=False, console=False)
+    assert not counted  # before any update

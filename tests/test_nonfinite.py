@@ -65,7 +65,8 @@ def test_a_neumann_series_that_starts_to_diverge_mid_run_is_a_nonfinite_hypergra
 
 def test_a_neumann_alpha_beyond_two_over_lambda_max_is_refused_at_step_0():
     stiff = lambda w, b, *, hi: 50 * ((w - hi) ** 2).sum()  # noqa: E731  (λ = 100)
-    with pytest.raises(ValueError, match=r"linsolve\.neumann\(steps=400, alpha=0\.999\) on 'lo' "
+    with pytest.raises(ValueError, match=r"linsolve\.neumann\(steps=400, alpha=0\.999, "
+                       r"damping=0\.0\) on 'lo' "
                        r"diverges: .* below 2\.002, and power iteration finds 100 .* Use alpha <= "
                        r"0\.01"):
         mlo.solve(*program(stiff, lr=0.001, hyper=hg.neumann(400, alpha=0.999)), steps=4,

@@ -6,6 +6,8 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 
 from .. import tree
+from .._errors import fail
+from .._memory import free_bytes, gib
 
 PyTree = Any
 MatVec = Callable[[PyTree], PyTree]
@@ -28,12 +30,16 @@ class LinearSolver:
     """
 
     def __init__(self, name: str, run: Run, damping: float = 0.0, tracks_residual: bool = False,
-                 eig_bound: Optional[float] = None):
+                 eig_bound: Optional[float] = None,
+                 memory: Optional[Callable[[int, int], int]] = None):
         self.name, self._run, self.damping = name, run, damping
         self.tracks_residual = tracks_residual  # with_info costs no extra matvec
         # the solver converges only while every |eigenvalue| of A + damping I stays below this
         # (Neumann: 2 / alpha); None: no such bound (cg, dense, identity)
         self.eig_bound = eig_bound
+        # memory(n, itemsize): a lower bound on the bytes a solve of n unknowns allocates, for
+        # solvers whose memory grows faster than the problem (dense: O(n²)); None: O(n)
+        self.memory = memory
 
     def __repr__(self) -> str:
         return self.name
@@ -48,6 +54,22 @@ class LinearSolver:
         tree.check_float(api, b, "b")
         if init is not None:
             tree.check_same(api, init, b, ("init", "b"))
+        if not torch.compiler.is_compiling():  # compiled, the eager first call checked it
+            self.check_memory(b)
+
+    def check_memory(self, b: PyTree, where: str = "") -> None:
+        """Refuse a solve whose memory (``self.memory``, a lower bound) exceeds what is free on
+        ``b``'s device, before anything is allocated."""
+        leaves = tree.leaves(b)
+        if self.memory is None or not leaves:
+            return
+        n = sum(x.numel() for x in leaves)
+        need = self.memory(n, max(x.element_size() for x in leaves))
+        free = free_bytes(leaves[0].device)
+        if free is not None and need > free:
+            fail(f"{self.name}(matvec, b, init)", f"a solve of n={n:,} unknowns{where} needs at "
+                 f"least {gib(need)}, and {leaves[0].device} has {gib(free)} free", None,
+                 "Use an iterative solver (hypergrad.cg, linsolve.cg: O(n) memory).")
 
     def __call__(self, matvec: MatVec, b: PyTree, init: Optional[PyTree] = None) -> PyTree:
         self._check(b, init)

@@ -16,6 +16,8 @@ def dense(damping: float = 0.0) -> LinearSolver:
     ``A``'s ``n`` columns come from one ``vmap``-ed matvec over the identity, then
     ``torch.linalg.solve``. Cost: ``n`` matvecs (batched), :math:`O(n^2)` memory, :math:`O(n^3)`
     time, with ``n`` the total number of entries in ``b``: use it for checks and small problems.
+    A solve whose :math:`4n^2` entries (the identity, the matrix, its LU, the batched matvecs'
+    outputs: a lower bound) exceed the device's free memory is refused before it allocates.
 
     Example:
         >>> import torch
@@ -34,4 +36,5 @@ def dense(damping: float = 0.0) -> LinearSolver:
         x = torch.linalg.solve(rows.T, flat_b)
         return unravel(x), 0, None
 
-    return LinearSolver(f"linsolve.dense(damping={damping})", run, damping)
+    return LinearSolver(f"linsolve.dense(damping={damping})", run, damping,
+                        memory=lambda n, itemsize: 4 * n * n * itemsize)

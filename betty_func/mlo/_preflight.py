@@ -11,7 +11,7 @@ from ._context import Ctx, call_loss
 from ._data import Source, generators
 from ._graph import API, Graph
 from ._program_checks import (check_callbacks, check_couplings, check_finite_loss,
-                              check_finite_params, check_solver_bounds)
+                              check_finite_params, check_solvers)
 
 
 def preflight(g: Graph, params: dict, batches: dict) -> None:
@@ -42,7 +42,7 @@ def preflight(g: Graph, params: dict, batches: dict) -> None:
                 _reraise(name, e)
             check_finite_loss(name, value)
             check_couplings(g, name, loss, params)
-            check_solver_bounds(g, name, loss, params)
+            check_solvers(g, name, loss, params)
 
 
 def _reraise(name: str, e: Exception) -> None:

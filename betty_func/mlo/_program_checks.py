@@ -69,15 +69,20 @@ def check_finite_loss(name: str, value: torch.Tensor) -> None:
              "and the batch for NaN.")
 
 
-def check_solver_bounds(g: Graph, name: str, loss: Callable, params: dict,
-                        iterations: int = 20) -> None:
-    """A linear solver that converges only below an eigenvalue bound (Neumann: |λ| < 2 / alpha)
-    is checked against a power-iteration estimate of the largest |eigenvalue| of the Hessian of
-    ``name``'s loss in its params, at the initial params and first batch (``iterations`` HVPs,
-    once). The estimate is a lower bound, so a refusal is certain; a pass is not a guarantee."""
-    solvers = {repr(s): s for s in (getattr(g.problems[name].method_for(u), "solve", None)
-                                    for u in g.uppers[name])
-               if getattr(s, "eig_bound", None) is not None}
+def check_solvers(g: Graph, name: str, loss: Callable, params: dict,
+                  iterations: int = 20) -> None:
+    """The linear solvers of ``name``'s hypergradients, at step 0. One whose memory grows like
+    n² (dense, ``hypergrad.exact``) must fit in the free memory of the params' device. One that
+    converges only below an eigenvalue bound (Neumann: |λ| < 2 / alpha) is checked against a
+    power-iteration estimate of the largest |eigenvalue| of the Hessian of ``name``'s loss in
+    its params, at the initial params and first batch (``iterations`` HVPs, once). The estimate
+    is a lower bound, so a refusal is certain; a pass is not a guarantee."""
+    methods = (g.problems[name].method_for(u) for u in g.uppers[name])
+    every = {repr(s): s for s in (getattr(m, "solve", None) for m in methods) if s is not None}
+    for s in every.values():  # dense: O(n²) memory, refused at step 0 when it cannot fit
+        if getattr(s, "memory", None) is not None:
+            s.check_memory(params[name], f" (the params of '{name}')")
+    solvers = {k: s for k, s in every.items() if getattr(s, "eig_bound", None) is not None}
     if not solvers:
         return
     theta = params[name]
