@@ -3,6 +3,7 @@
 One spawn runs every two-rank scenario (the processes' start-up is the cost) and saves what
 each rank ended with; the tests compare those with one-process runs here.
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -63,6 +64,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
                                               mlo.Distributed(shard=True), env=lambda t: {
                                                   "inner": batch(t, 15, 1)}))
         out["compile"] = _error(lambda: mlo.solve(*program("cg"), steps=1, compile=True, **QUIET))
+        out["nonfinite"] = _nonfinite_scenarios(rank)
         try:  # rank 1 is launched with another schedule
             mlo.solve(*program("cg", unroll_steps=2 + rank), steps=2, **QUIET)
             out["disagree"] = None
@@ -72,6 +74,44 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         dist.destroy_process_group()
     out["threads"] = (alone, _threads())  # the group's gloo threads are gone with it
     torch.save(out, f"{tmp}/rank{rank}.pt")
+
+
+def _poisoned(rank: int = 0, loss_only: bool = False) -> tuple:
+    """The cg program whose 4th inner batch has a NaN in one row (so in one rank's shard), or,
+    with ``loss_only``, whose inner loss is inf on rank 1 alone at that batch while its
+    gradient stays finite (a marker the loss clamps)."""
+    (lo, hi), graph = program("cg")
+
+    def data(i):
+        X, y = batch(i, N_TRAIN, 1)
+        if i == 3:
+            X = X.clone()
+            if loss_only:  # every row marked: rank 1 sees it whatever its shard
+                X[:, 0] = 1e7
+            else:
+                X[1, 0] = float("nan")
+        return X, y
+
+    def marked(W, b, *, outer):
+        X, y = b
+        flag = (X.abs() > 1e6).any() & (rank == 1)
+        value = lo.loss(W, (X.clamp(-10, 10), y), outer=outer)
+        return value + torch.where(flag, float("inf"), 0.0)
+    return [dataclasses.replace(lo, data=data, loss=marked if loss_only else lo.loss), hi], graph
+
+
+def _nonfinite_scenarios(rank: int) -> dict:
+    out = {}
+    try:
+        mlo.solve(*_poisoned(), steps=STEPS, **QUIET)
+        out["raise"] = "no error"
+    except FloatingPointError as e:
+        out["raise"] = str(e)
+    r = mlo.solve(*_poisoned(), steps=STEPS, on_nonfinite="skip", **QUIET)
+    out["skip"] = (r.params, r.history["inner/skipped_nonfinite"])
+    r = mlo.solve(*_poisoned(rank, loss_only=True), steps=STEPS, on_nonfinite="skip", **QUIET)
+    out["loss_only"] = (r.params, r.history["inner/skipped_nonfinite"], r.history["inner/loss"])
+    return out
 
 
 def _error(fn) -> str:
@@ -268,3 +308,33 @@ def test_a_sharded_optimizer_on_an_unrolled_problem_is_refused():
                      hypergrad=hg.unrolled(2, opt), unroll_steps=2)
     with pytest.raises(ValueError, match="'inner' is unrolled, so its updates are differentiated"):
         mlo.solve([lo, hi], graph, steps=2, **QUIET)
+
+
+def test_a_nan_in_one_ranks_shard_stops_or_skips_every_rank_alike(ranks):
+    """A NaN in one row of the 4th inner batch (in one rank's shard): both ranks raise the same
+    message (as one process on the whole batch does), or with skip drop the same update and end
+    equal to one process that skips it."""
+    _, (r0, r1) = ranks
+    with pytest.raises(FloatingPointError) as single:
+        mlo.solve(*_poisoned(), steps=STEPS, **QUIET)
+    assert r0["nonfinite"]["raise"] == r1["nonfinite"]["raise"] == str(single.value)
+    assert "of 'inner'" in str(single.value) and "at step 4" in str(single.value)
+    one = mlo.solve(*_poisoned(), steps=STEPS, on_nonfinite="skip", **QUIET)
+    assert one.history["inner/skipped_nonfinite"][-1][1] == 1.0
+    for r in (r0, r1):
+        params, skipped = r["nonfinite"]["skip"]
+        assert skipped == one.history["inner/skipped_nonfinite"]
+        for name in ("inner", "outer"):
+            assert torch.equal(params[name], r0["nonfinite"]["skip"][0][name])
+            assert torch.allclose(params[name], one.params[name], rtol=0, atol=1e-6)
+
+
+def test_a_loss_non_finite_on_one_rank_alone_does_not_split_the_replicas(ranks):
+    """Rank 1's own inner loss is inf at one step while the averaged gradient is finite: no rank
+    skips (rank 1 skipping alone would leave the replicas apart); the mean loss shows the inf."""
+    _, (r0, r1) = ranks
+    (p0, s0, l0), (p1, s1, l1) = r0["nonfinite"]["loss_only"], r1["nonfinite"]["loss_only"]
+    for name in ("inner", "outer"):
+        assert torch.equal(p0[name], p1[name])
+    assert s0[-1][1] == s1[-1][1] == 0.0
+    assert any(v == float("inf") for _, v in l0)

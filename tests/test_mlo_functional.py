@@ -117,6 +117,30 @@ def test_with_params_refuses_unknown_names_and_detaches():
     assert not s1.params["upper"].requires_grad and torch.equal(s1.params["upper"], P.lam)
 
 
+def test_params_that_require_grad_are_detached_and_the_module_is_not_touched():
+    """``dict(model.named_parameters())`` as params: no autograd tape across steps (each new
+    param has no grad_fn, so no step's graph stays alive), the module's tensors and grads as
+    they were, the same update as detached copies."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1).double()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    x = torch.randn(8, 3, dtype=F64)
+
+    def fit(params):
+        loss = lambda w, batch: ((x @ w["weight"].T + w["bias"]) ** 2).mean()  # noqa: E731
+        p = mlo.Problem("p", loss, params, optim.sgd(0.1))
+        state = mlo.init([p], {})
+        for _ in range(3):
+            state, _ = mlo.step(state, {})
+        return state.params["p"]
+
+    ours, ref = fit(dict(model.named_parameters())), fit(before)
+    assert all(v.grad_fn is None and not v.requires_grad for v in ours.values())
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+    assert all(torch.equal(v, before[k]) and v.grad is None for k, v in model.named_parameters())
+    assert not torch.equal(ours["weight"], before["weight"])
+
+
 def test_logs_false_does_no_logging_work_and_the_same_update():
     probs, graph = program(hg.cg(maxiter=3))
     one = torch.ones(6, dtype=F64)

@@ -85,13 +85,13 @@ def check_matches(saved: dict, fresh: Any, where: str) -> None:
         for what, a, b in pairs:
             sa, sb = tree.structure(a), tree.structure(b)
             if sa != sb:
-                fail(API, f"the {what} of '{n}' in the checkpoint in {where} differ in "
-                     f"structure from this program's (another optimizer or params?)",
+                fail(API, f"the {what} of '{n}' in the checkpoint in {where} and this "
+                     f"program's differ in structure (another optimizer or params?)",
                      f"{sa} vs {sb}", "Resume with the program that wrote it, or start afresh.")
             for x, y in zip(tree.leaves(a), tree.leaves(b)):
                 if isinstance(x, torch.Tensor) and (x.shape != y.shape or x.dtype != y.dtype):
-                    fail(API, f"the {what} of '{n}' in the checkpoint in {where} differ from "
-                         "this program's in shape or dtype", f"{tuple(x.shape)} {x.dtype} vs "
+                    fail(API, f"the {what} of '{n}' in the checkpoint in {where} and this "
+                         "program's differ in shape or dtype", f"{tuple(x.shape)} {x.dtype} vs "
                          f"{tuple(y.shape)} {y.dtype}", "Resume with the program that wrote "
                          "it, or start afresh.")
 
