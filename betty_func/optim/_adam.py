@@ -8,12 +8,12 @@ import torch
 from .. import tree
 from .._errors import check_nonneg, fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
-                    next_lr, scalar_dtype)
+                    next_lr, rate_in, scalar_dtype)
 
 
 class AdamState(NamedTuple):
     count: torch.Tensor
-    lr: torch.Tensor  # the rate of the next update (``optim.tree_set(state, lr=...)`` changes it)
+    lr: torch.Tensor  # (1,) float64: the rate of the next update (``optim.tree_set`` changes it)
     mu: Any
     nu: Any
     nu_max: Any  # running max of nu (AMSGrad), or None
@@ -47,8 +47,8 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
                          zeros(params), zeros(params) if amsgrad else None)
 
     def update(grads: Any, state: AdamState, params: Any = None) -> tuple[Any, AdamState]:
-        dtype, rate = scalar_dtype(grads), state.lr
-        t = (state.count + 1).to(dtype)
+        dtype = scalar_dtype(grads)
+        rate, t = rate_in(state.lr, dtype), (state.count + 1).to(dtype)
         if weight_decay and not decoupled:
             grads = tree.axpy(weight_decay, params, grads)
         mu = tree.map(lambda m, g: torch.lerp(m, g, 1 - b1), state.mu, grads)
@@ -56,12 +56,15 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
         nu_max = tree.map(torch.maximum, state.nu_max, nu) if amsgrad else None
         step_size = rate / (1 - b1 ** t)
         bc2_sqrt = torch.sqrt(1 - b2 ** t)
-        updates = tree.map(lambda m, v: -step_size * m / (_safe_sqrt(v) / bc2_sqrt + eps),
+        # the 0-d factors in each leaf's dtype: a float64 one would promote a 0-d float32 leaf
+        updates = tree.map(lambda m, v: -step_size.to(m.dtype) * m
+                           / (_safe_sqrt(v) / bc2_sqrt.to(v.dtype) + eps),
                            mu, nu_max if amsgrad else nu)
         if weight_decay and decoupled:
-            updates = tree.axpy(-rate * weight_decay, params, updates)
+            decay = rate * weight_decay
+            updates = tree.map(lambda u, p: u - decay.to(p.dtype) * p, updates, params)
         count = state.count + 1
-        return updates, AdamState(count, next_lr(lr, rate, count), mu, nu, nu_max)
+        return updates, AdamState(count, next_lr(lr, state.lr, count), mu, nu, nu_max)
 
     return Optimizer(init, update)
 

@@ -95,13 +95,20 @@ def scalar_dtype(grads: PyTree) -> torch.dtype:
 
 
 def lr_value(lr: LearningRate, count: torch.Tensor) -> torch.Tensor:
-    """The rate of update ``count`` (0-based) as a 0-d float64 tensor: the number ``lr``, or
-    ``lr(count)`` for a schedule, evaluated in float64 as torch's schedulers do in Python (a 0-d
-    tensor meeting float32 params is cast to their dtype, as a Python float is). Optimizers keep
-    it in their state's ``lr`` field: at ``init`` the rate of update 0, after each update the
-    rate of the next."""
+    """The rate of update ``count`` (0-based) as a float64 tensor of shape (1,): the number
+    ``lr``, or ``lr(count)`` for a schedule, evaluated in float64 as torch's schedulers do in
+    Python. Optimizers keep it in their state's ``lr`` field: at ``init`` the rate of update 0,
+    after each update the rate of the next, and read it with :func:`rate_in`. Shape (1,), not
+    0-d: torch.compile (2.13) restarts its whole analysis for each 0-d float64 CPU tensor among
+    a graph's inputs (it takes them for wrapped Python floats), doubling compile times."""
     value = lr(count.to(torch.float64)) if callable(lr) else lr
-    return torch.as_tensor(value, dtype=torch.float64)
+    return torch.as_tensor(value, dtype=torch.float64).reshape(1)
+
+
+def rate_in(field: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An ``lr`` field as a 0-d tensor of ``dtype`` (cast as a Python float is when it meets a
+    tensor of that dtype; a float64 0-d tensor meeting a 0-d float32 leaf would promote it)."""
+    return field[0].to(dtype)
 
 
 def next_lr(lr: LearningRate, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

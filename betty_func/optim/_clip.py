@@ -30,6 +30,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
 
     def update(grads: Any, state: tuple, params: Any = None) -> tuple[Any, tuple]:
         coef = torch.clamp(max_norm / (tree.norm(grads) + 1e-6), max=1.0)
-        return tree.scale(coef, grads), state
+        # in each leaf's dtype: the norm of mixed leaves is float64, and would promote a 0-d leaf
+        return tree.map(lambda g: coef.to(g.dtype) * g, grads), state
 
     return Optimizer(init, update)

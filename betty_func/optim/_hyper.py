@@ -53,8 +53,8 @@ def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
         >>> import torch
         >>> from betty_func import optim
         >>> opt = optim.chain(optim.clip_by_global_norm(1.0), optim.sgd(0.1))
-        >>> float(optim.tree_get(opt.init(torch.zeros(2)), "lr"))
-        0.1
+        >>> optim.tree_get(opt.init(torch.zeros(2)), "lr")   # (1,): see optim._base.lr_value
+        tensor([0.1000], dtype=torch.float64)
     """
     found = list(occurrences(state, name))
     if len(found) == 1:
@@ -69,7 +69,7 @@ def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
 
 def tree_set(state: PyTree, **values: Any) -> PyTree:
     """``state`` with every field of each given name replaced (a number becomes a tensor of the
-    old value's dtype and device). Out of place; an unknown name is refused.
+    old value's dtype, device and shape). Out of place; an unknown name is refused.
 
     Example:
         >>> import torch
@@ -101,8 +101,8 @@ def _new(node: Any, key: Any, old: Any, values: dict) -> Any:
     if key not in values:
         return _set(old, values)
     v = values[key]
-    if isinstance(old, torch.Tensor) and not isinstance(v, torch.Tensor):
-        return torch.as_tensor(v, dtype=old.dtype, device=old.device)
+    if isinstance(old, torch.Tensor):  # a number, or a tensor of another dtype or shape
+        return torch.as_tensor(v, dtype=old.dtype, device=old.device).reshape(old.shape)
     return v
 
 
@@ -111,11 +111,11 @@ def _path(path: tuple) -> str:
 
 
 def learning_rate(state: PyTree) -> Optional[torch.Tensor]:
-    """The rate the next update will use: the last ``lr`` in the state (in a ``chain``, the
-    last transformation that has one), or None for a state without one (``clip_by_global_norm``).
-    """
+    """The rate the next update will use, a 0-d float64 tensor: the last ``lr`` in the state
+    (in a ``chain``, the last transformation that has one), or None for a state without one
+    (``clip_by_global_norm``)."""
     found = list(occurrences(state, "lr"))
-    return found[-1][1] if found else None
+    return found[-1][1].reshape(()) if found else None
 
 
 def loss_scale(state: PyTree) -> Optional[torch.Tensor]:

@@ -8,12 +8,12 @@ import torch
 from .. import tree
 from .._errors import check_nonneg, fail
 from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
-                    next_lr)
+                    next_lr, rate_in)
 
 
 class SgdState(NamedTuple):
     count: torch.Tensor
-    lr: torch.Tensor  # the rate of the next update (``optim.tree_set(state, lr=...)`` changes it)
+    lr: torch.Tensor  # (1,) float64: the rate of the next update (``optim.tree_set`` changes it)
     momentum: Any  # pytree like params, or None when momentum == 0
 
 
@@ -61,6 +61,7 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
                            buf, grads)
             grads = tree.axpy(momentum, buf, grads) if nesterov else buf
         count = state.count + 1
-        return tree.scale(-state.lr, grads), SgdState(count, next_lr(lr, state.lr, count), buf)
+        updates = tree.map(lambda g: -rate_in(state.lr, g.dtype) * g, grads)
+        return updates, SgdState(count, next_lr(lr, state.lr, count), buf)
 
     return Optimizer(init, update)
