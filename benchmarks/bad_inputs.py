@@ -59,7 +59,7 @@ def program(lo: dict | None = None, hi: dict | None = None, graph: dict | None =
 
 
 def solve(*, lo=None, hi=None, graph=None, steps=3, **kw):
-    kw = {"progress": False, "console": False, **kw}
+    kw = {"logging": mlo.Logging(progress=False, console=False), **kw}
     return mlo.solve(*program(lo, hi, graph), steps=steps, **kw)
 
 
@@ -69,7 +69,8 @@ def one(loss=None, params=None, steps=3, **kw):
     p = mlo.Problem("fit", loss or (lambda w, b: ((b @ w - 1.0) ** 2).mean()),
                     torch.zeros(2, dtype=F64) if params is None else params,
                     counted(optim.sgd(0.1)), data=kw.pop("data", lambda i: x))
-    return mlo.solve([p], {}, steps=steps, progress=False, console=False, **kw)
+    return mlo.solve([p], {}, steps=steps, logging=mlo.Logging(progress=False, console=False),
+                     **kw)
 
 
 def outer(th, lam):
@@ -92,7 +93,7 @@ def _sgd_torch():
 def _checkpoint(tmp: Path, **kw) -> str:
     """A checkpoint of the reference program after 2 steps, in ``tmp/ckpt``."""
     where = str(tmp / "ckpt")
-    solve(steps=2, checkpoint_dir=where, checkpoint_every=2, **kw)
+    solve(steps=2, checkpoint=mlo.Checkpoint(where, every=2), **kw)
     return where
 
 
@@ -109,13 +110,13 @@ def _corrupt(tmp: Path, cut: bool) -> str:
 def _resume_other(tmp: Path, **prog) -> Any:
     where = _checkpoint(tmp)
     UPDATES[0] = 0
-    return solve(steps=4, checkpoint_dir=where, checkpoint_every=2, resume=True, **prog)
+    return solve(steps=4, checkpoint=mlo.Checkpoint(where, every=2, resume=True), **prog)
 
 
 def _unwritable(tmp: Path) -> Any:
     blocker = tmp / "file"
     blocker.write_text("x")
-    return solve(checkpoint_dir=str(blocker / "ckpt"), checkpoint_every=1)
+    return solve(checkpoint=mlo.Checkpoint(str(blocker / "ckpt"), every=1))
 
 
 NAN, INF = math.nan, math.inf
@@ -315,29 +316,48 @@ CASES: list[Case] = [
     # solve options
     Case("solve", "steps negative", lambda t: solve(steps=-1), match="steps"),
     Case("solve", "steps a float", lambda t: solve(steps=2.5), TypeError, "steps"),
-    Case("solve", "checkpoint_every without checkpoint_dir", lambda t: solve(checkpoint_every=2),
-         match="checkpoint_dir"),
-    Case("solve", "checkpoint_dir without checkpoint_every",
-         lambda t: solve(checkpoint_dir=str(t / "c")), match="checkpoint_every"),
-    Case("solve", "resume without checkpoint_dir", lambda t: solve(resume=True),
-         match="checkpoint_dir"),
-    Case("solve", "validate without validate_every",
-         lambda t: solve(validate=lambda p: {"x": 1.0}), match="validate_every"),
-    Case("solve", "validate_every without validate", lambda t: solve(validate_every=2),
-         match="validate"),
-    Case("solve", "early_stopping without validate",
-         lambda t: solve(early_stopping=mlo.EarlyStopping("x")), match="validate"),
-    Case("solve", "roll_back without validate", lambda t: solve(roll_back=True), match="validate"),
-    Case("solve", "log_every negative", lambda t: solve(log_every=-1), match="log_every"),
-    Case("solve", "an unwritable checkpoint_dir", _unwritable, match="checkpoint_dir"),
+    Case("solve", "a Checkpoint without its directory",
+         lambda t: solve(checkpoint=mlo.Checkpoint(every=2)), match="`dir` is needed"),
+    Case("solve", "a Checkpoint without every",
+         lambda t: solve(checkpoint=mlo.Checkpoint(str(t / "c"))), match="`every` is needed"),
+    Case("solve", "resume without a directory",
+         lambda t: solve(checkpoint=mlo.Checkpoint(resume=True)), match="`dir` is needed"),
+    Case("solve", "a Checkpoint every 0 steps",
+         lambda t: solve(checkpoint=mlo.Checkpoint(str(t / "c"), every=0)), match="`every`"),
+    Case("solve", "a Validation without every",
+         lambda t: solve(validation=mlo.Validation(lambda p: {"x": 1.0})),
+         match="`every` is needed"),
+    Case("solve", "a Validation without its function",
+         lambda t: solve(validation=mlo.Validation(every=2)), match="`fn` is needed"),
+    Case("solve", "early_stopping without a validation function",
+         lambda t: solve(validation=mlo.Validation(early_stopping=mlo.EarlyStopping("x"))),
+         match="`fn` is needed.*early_stopping"),
+    Case("solve", "roll_back without a validation function",
+         lambda t: solve(validation=mlo.Validation(roll_back=True)),
+         match="`fn` is needed.*roll_back"),
+    Case("solve", "log every -1 steps", lambda t: solve(logging=mlo.Logging(every=-1)),
+         match="`every` must be"),
+    Case("solve", "a Logging progress of 'no'",
+         lambda t: solve(logging=mlo.Logging(progress="no")), TypeError, "progress"),
+    Case("solve", "a dict as the checkpoint option",
+         lambda t: solve(checkpoint={"dir": "c", "every": 1}), TypeError, "mlo.Checkpoint"),
+    Case("solve", "a flat option of earlier versions (checkpoint_dir=)",
+         lambda t: solve(checkpoint_dir=str(t / "c"), checkpoint_every=1), TypeError,
+         r"checkpoint=mlo\.Checkpoint"),
+    Case("solve", "an unknown option",
+         lambda t: solve(log_evry=10), TypeError, "unknown option"),
+    Case("solve", "an unwritable checkpoint directory", _unwritable, match="cannot be written"),
     Case("solve", "seed a string", lambda t: solve(seed="0"), TypeError, "seed"),
-    Case("solve", "validate not callable",
-         lambda t: solve(validate={"x": 1}, validate_every=1), TypeError, "validate"),
-    Case("solve", "validate returns a string",
-         lambda t: solve(validate=lambda p: "good", validate_every=2), match="validate"),
-    Case("solve", "early stopping on a metric validate lacks",
-         lambda t: solve(validate=lambda p: {"acc": 1.0}, validate_every=2,
-                         early_stopping=mlo.EarlyStopping("loss")), match="loss"),
+    Case("solve", "a validation function that is a dict",
+         lambda t: solve(validation=mlo.Validation({"x": 1}, every=1)), TypeError,
+         "`fn` must be a function"),
+    Case("solve", "a validation function returning a string",
+         lambda t: solve(validation=mlo.Validation(lambda p: "good", every=2)),
+         match="`validation.fn` must return"),
+    Case("solve", "early stopping on a metric the validation lacks",
+         lambda t: solve(validation=mlo.Validation(lambda p: {"acc": 1.0}, every=2,
+                                                   early_stopping=mlo.EarlyStopping("loss"))),
+         match="loss"),
     Case("solve", "compile mode unknown", lambda t: solve(compile="fast"), match="compile"),
     Case("solve", "compile a number", lambda t: solve(compile=3), TypeError, "compile"),
     Case("solve", "on_nonfinite unknown", lambda t: solve(on_nonfinite="ignore"),
@@ -350,10 +370,10 @@ CASES: list[Case] = [
          match="patience"),
     # checkpoints
     Case("checkpoint", "resume from a corrupt file",
-         lambda t: solve(checkpoint_dir=_corrupt(t, cut=False), checkpoint_every=2, resume=True,
+         lambda t: solve(checkpoint=mlo.Checkpoint(_corrupt(t, cut=False), every=2, resume=True),
                          steps=4), match="checkpoint"),
     Case("checkpoint", "resume from a truncated file",
-         lambda t: solve(checkpoint_dir=_corrupt(t, cut=True), checkpoint_every=2, resume=True,
+         lambda t: solve(checkpoint=mlo.Checkpoint(_corrupt(t, cut=True), every=2, resume=True),
                          steps=4), match="checkpoint"),
     Case("checkpoint", "resume another program's (names)",
          lambda t: _resume_other(t, lo={"name": "low", "loss": lo_loss}, hi={

@@ -67,7 +67,7 @@ def _worker(rank: int, world: int, tmp: str, method: str, cfg: dict, device: str
     if world > 1:
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
                                 init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    quiet = dict(progress=False, console=False, log_every=0)
+    quiet = dict(logging=mlo.Logging(every=0, progress=False, console=False))
     problems, graph, n = _program(method, cfg["sizes"], cfg["batch"], dev)
     r = mlo.solve(problems, graph, steps=cfg["warmup"], **quiet)  # first calls: not timed
     seconds = []

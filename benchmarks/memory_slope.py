@@ -50,8 +50,9 @@ def run(steps: int = 5000, every: int = 250) -> dict:
     def sample(params):
         step[0] += every
         samples.append((step[0], rss_mb()))
-    mlo.solve([lo, hi], {"upper": ["lower"]}, steps=steps, validate=sample,
-              validate_every=every, log_every=50, progress=False, console=False)
+    mlo.solve([lo, hi], {"upper": ["lower"]}, steps=steps,
+              validation=mlo.Validation(sample, every=every),
+              logging=mlo.Logging(every=50, progress=False, console=False))
     samples = samples[1:]
     tail = samples[len(samples) // 5:]
     xs = torch.tensor([s for s, _ in tail], dtype=torch.float64)

@@ -58,7 +58,8 @@ def ours(sizes: tuple, method: str, steps: int, warmup: int, compile: bool) -> t
                 mlo.Problem("upper", upper_loss, rw.params, optim.adam(META_LR))]
     with PeakMemory() as mem:
         r = mlo.solve(problems, {"upper": ["lower"]}, steps=steps + warmup, env=env,
-                      compile=compile, progress=False, console=False, log_every=10 ** 9)
+                      compile=compile,
+                      logging=mlo.Logging(every=10 ** 9, progress=False, console=False))
         float(r.params["upper"]["0.weight"].sum())
         stamps.append(time.perf_counter())
     dts = sorted(b - a for a, b in zip(stamps[warmup:], stamps[warmup + 1:]))

@@ -123,8 +123,8 @@ def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, f
     def reweight_loss(params, batch, *, classifier):
         return F.cross_entropy(cls(classifier, batch[0]), batch[1])
 
-    log = dict(progress=False, console=False, log_every=max(1, a.steps // 10),
-               logdir=f"{a.logdir}/{method}_seed{seed}" if a.logdir else None)
+    log = dict(logging=mlo.Logging(every=max(1, a.steps // 10), progress=False, console=False,
+                                   logdir=f"{a.logdir}/{method}_seed{seed}" if a.logdir else None))
     if method in ("baseline", "class-balanced"):
         r = mlo.solve([mlo.Problem("classifier", plain_loss, net.params, sgd, data=train)], {},
                       steps=a.steps, **log)

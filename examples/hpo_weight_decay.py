@@ -91,8 +91,9 @@ def summary(seed: int, net, params: dict, test) -> dict:
 def run(seed: int, learned: bool, a: argparse.Namespace, data) -> dict:
     problems, graph, net = build(seed, learned, a, data)
     logdir = f"{a.logdir}/{'learned' if learned else 'fixed'}_seed{seed}" if a.logdir else None
-    r = mlo.solve(problems, graph, steps=a.steps, progress=False, console=False,
-                  log_every=max(1, a.steps // 10), logdir=logdir)
+    r = mlo.solve(problems, graph, steps=a.steps,
+                  logging=mlo.Logging(every=max(1, a.steps // 10), logdir=logdir,
+                                      progress=False, console=False))
     return summary(seed, net, r.params, data[2])
 
 

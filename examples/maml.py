@@ -150,8 +150,10 @@ def main() -> None:
                 problems, graph = build(method, a, phi0, task_gen)
                 t = time.time()
                 r = mlo.solve(problems, graph, steps=a.steps * a.inner_steps, env=env,
-                              progress=False, console=False, log_every=a.inner_steps * 10,
-                              logdir=f"{a.logdir}/{method}_{shots}shot_seed{seed}" if a.logdir else None)
+                              logging=mlo.Logging(
+                                  every=a.inner_steps * 10, progress=False, console=False,
+                                  logdir=f"{a.logdir}/{method}_{shots}shot_seed{seed}"
+                                  if a.logdir else None))
                 before = evaluate(phi0, test, method, a, a.test_tasks)
                 acc, ci = evaluate(r.params["meta"], test, method, a, a.test_tasks)
                 seen = evaluate(r.params["meta"], train, method, a, a.test_tasks)

@@ -105,9 +105,10 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
         problems.append(mlo.Problem("weights", val_loss, rw.params, optim.adam(a.meta_lr),
                                     data=loader(*val_b)))
         graph["weights"] = ["decay", "classifier"] if nested else ["classifier"]
-    r = mlo.solve(problems, graph, steps=a.steps, progress=False, console=False,
-                  log_every=max(1, a.steps // 10),
-                  logdir=f"{a.logdir}/{version}_seed{seed}" if a.logdir else None)
+    r = mlo.solve(problems, graph, steps=a.steps,
+                  logging=mlo.Logging(every=max(1, a.steps // 10), progress=False, console=False,
+                                      logdir=f"{a.logdir}/{version}_seed{seed}"
+                                      if a.logdir else None))
     theta = r.params["classifier"]
     with torch.no_grad():
         out = {"seed": seed, "test_acc": float((cls(theta, test[0]).argmax(1) == test[1]).float().mean()),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from betty_func import hypergrad as hg, mlo, optim
 
 N_TRAIN, N_VAL = 16, 8  # global batch sizes (per rank: half)
-QUIET = dict(progress=False, console=False, log_every=1)
+QUIET = dict(logging=mlo.Logging(every=1, progress=False, console=False))
 
 
 def batch(i: int, n: int, salt: int) -> tuple:

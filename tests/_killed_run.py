@@ -32,8 +32,9 @@ def main(where: str, out: str) -> None:
                      optim.adam(0.05), data=loader, hypergrad=hg.cg(maxiter=3))
     hi = mlo.Problem("upper", upper, torch.zeros(5, dtype=torch.float64), optim.adam(0.01),
                      data=loader)
-    r = mlo.solve([lo, hi], {"upper": ["lower"]}, steps=STEPS, seed=0, checkpoint_dir=where,
-                  checkpoint_every=1, resume=True, progress=False, console=False, log_every=0)
+    r = mlo.solve([lo, hi], {"upper": ["lower"]}, steps=STEPS, seed=0,
+                  checkpoint=mlo.Checkpoint(where, every=1, resume=True),
+                  logging=mlo.Logging(every=0, progress=False, console=False))
     torch.save({"params": r.params, "opt_states": r.opt_states, "step": r.step}, out)
 
 

@@ -191,5 +191,6 @@ def test_exact_in_solve_is_refused_at_step_0_in_the_problem_name(monkeypatch):
                      optim.Optimizer(hi.optimizer.init, lambda *a: counted.append(1) or
                                      hi.optimizer.update(*a)))
     with pytest.raises(ValueError, match=r"n=1,000 unknowns \(the params of 'lower'\) needs"):
-        mlo.solve([lo, hi], {"upper": ["lower"]}, steps=2, progress=False, console=False)
+        mlo.solve([lo, hi], {"upper": ["lower"]}, steps=2,
+                  logging=mlo.Logging(progress=False, console=False))
     assert not counted  # before any update

@@ -41,8 +41,9 @@ def test_a_users_method_works_in_hg_grad_and_in_solve_alike():
     mine = hg.grad(P.outer_loss, P.inner_loss, HalfStep(0.05))(theta, P.lam)
     theirs = hg.grad(P.outer_loss, P.inner_loss, ref)(theta, P.lam)
     assert torch.allclose(mine, theirs, rtol=1e-12, atol=0)
-    a = mlo.solve(*bilevel(HalfStep(0.05)), steps=1, progress=False, console=False)
-    b = mlo.solve(*bilevel(ref), steps=1, progress=False, console=False)
+    a = mlo.solve(*bilevel(HalfStep(0.05)), steps=1,
+                  logging=mlo.Logging(progress=False, console=False))
+    b = mlo.solve(*bilevel(ref), steps=1, logging=mlo.Logging(progress=False, console=False))
     assert torch.allclose(a.params["upper"], b.params["upper"], rtol=1e-12, atol=0)
     assert torch.allclose(P.lam - a.params["upper"], mine, rtol=1e-12, atol=0)
 
@@ -72,8 +73,8 @@ def test_unrolled_checkpointing_is_honoured_inside_solve(monkeypatch):
                             torch.zeros(8, dtype=F64), opt, hypergrad=method, unroll_steps=3)
         upper = mlo.Problem("upper", lambda lam, b, *, lower: P.outer_loss(lower, lam), P.lam,
                             optim.sgd(1.0))
-        return mlo.solve([lower, upper], {"upper": ["lower"]}, steps=6, progress=False,
-                         console=False).params["upper"]
+        return mlo.solve([lower, upper], {"upper": ["lower"]}, steps=6,
+                         logging=mlo.Logging(progress=False, console=False)).params["upper"]
     plain = run(hg.unrolled())
     assert not calls
     ckpt = run(hg.unrolled(checkpoint_every=1))

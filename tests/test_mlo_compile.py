@@ -9,7 +9,7 @@ from test_mlo_levels import Chain, Nested
 
 F64 = torch.float64
 AOT = {"backend": "aot_eager"}
-QUIET = dict(progress=False, console=False, log_every=1)
+QUIET = dict(logging=mlo.Logging(every=1, progress=False, console=False))
 
 
 def bilevel(method, unroll=1, lower_opt=None, **lower_kw):

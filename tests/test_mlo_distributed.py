@@ -45,18 +45,20 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             torch.manual_seed(100 + rank)
             out[f"whole{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, **QUIET).params
             torch.manual_seed(100 + rank)
-            mlo.solve(*noisy(), steps=6, checkpoint_dir=where, checkpoint_every=4, **QUIET)
+            mlo.solve(*noisy(), steps=6, checkpoint=mlo.Checkpoint(where, every=4), **QUIET)
             torch.manual_seed(999)  # the resumed run must bring each rank's own stream back
-            out[f"resumed{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, checkpoint_dir=where,
-                                                   checkpoint_every=4, resume=True, **QUIET).params
+            resumed = mlo.Checkpoint(where, every=4, resume=True)
+            out[f"resumed{int(zero)}"] = mlo.solve(*noisy(), steps=STEPS, checkpoint=resumed,
+                                                   **QUIET).params
         out["counts"] = _count_all_reduces()
         calls = []
 
         def validate(params):  # rank 0 alone runs it; a rank-dependent value shows who did
             calls.append(rank)
             return {"score": float(params["outer"].sum()) + 100 * rank}
-        r = mlo.solve(*program("cg"), steps=STEPS, validate=validate, validate_every=2,
-                      early_stopping=mlo.EarlyStopping("score", "max", patience=1), **QUIET)
+        r = mlo.solve(*program("cg"), steps=STEPS,
+                      validation=mlo.Validation(validate, every=2, early_stopping=mlo.EarlyStopping(
+                          "score", "max", patience=1)), **QUIET)
         out["validate"] = (calls, r.history["validation/score"], r.step)
         r = mlo.solve(*with_buffer(), steps=4, distributed=debug, **QUIET)
         out["buffer"] = (r.params, r.states)
@@ -133,10 +135,11 @@ def _count_all_reduces() -> dict:
                                        "b": torch.zeros(1, dtype=torch.float64),
                                        "s": torch.ones((), dtype=torch.float64)},
                           optim.sgd(0.1), data=lambda i: batch(i, N_TRAIN, 1))
-        mlo.solve([one], {}, steps=3, **{**QUIET, "log_every": 0})
+        mlo.solve([one], {}, steps=3, logging=mlo.Logging(every=0, progress=False, console=False))
         single = list(calls)
         calls.clear()
-        mlo.solve(*program("cg"), steps=2, **{**QUIET, "log_every": 0})
+        mlo.solve(*program("cg"), steps=2,
+                  logging=mlo.Logging(every=0, progress=False, console=False))
         return {"one_level": single, "cg_bilevel": list(calls)}
     finally:
         dist.all_reduce = real
@@ -236,8 +239,8 @@ def test_compiling_a_data_parallel_step_is_refused_not_ignored(ranks):
 def test_resuming_on_another_world_size_is_refused(ranks):
     tmp, _ = ranks
     with pytest.raises(ValueError, match=r"different number of processes.*world size 2 in .* 1 now"):
-        mlo.solve(*program("cg", noise=True), steps=STEPS, checkpoint_dir=f"{tmp}/ckpt0",
-                  checkpoint_every=4, resume=True, **QUIET)
+        mlo.solve(*program("cg", noise=True), steps=STEPS,
+                  checkpoint=mlo.Checkpoint(f"{tmp}/ckpt0", every=4, resume=True), **QUIET)
 
 
 def test_ranks_that_disagree_on_the_program_all_stop_with_the_difference(ranks):
@@ -333,7 +336,7 @@ def test_a_loss_non_finite_on_one_rank_alone_does_not_split_the_replicas(ranks):
     """Rank 1's own inner loss is inf at one step while the averaged gradient is finite: no rank
     skips (rank 1 skipping alone would leave the replicas apart); the mean loss shows the inf."""
     _, (r0, r1) = ranks
-    (p0, s0, l0), (p1, s1, l1) = r0["nonfinite"]["loss_only"], r1["nonfinite"]["loss_only"]
+    (p0, s0, l0), (p1, s1, _) = r0["nonfinite"]["loss_only"], r1["nonfinite"]["loss_only"]
     for name in ("inner", "outer"):
         assert torch.equal(p0[name], p1[name])
     assert s0[-1][1] == s1[-1][1] == 0.0

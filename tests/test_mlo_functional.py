@@ -31,7 +31,7 @@ def test_step_loop_equals_solve():
     state = mlo.init(probs, graph)
     for _ in range(5):
         state, logs = mlo.step(state, {"lower": one})
-    r = mlo.solve(probs, graph, steps=5, progress=False, console=False)
+    r = mlo.solve(probs, graph, steps=5, logging=mlo.Logging(progress=False, console=False))
     assert state.step == 5 and torch.equal(state.params["upper"], r.params["upper"])
     assert set(logs) == {"lower", "upper"} and "residual/lower" in logs["upper"]
 

@@ -18,7 +18,7 @@ def lo_hi():
 
 
 def solve(problems, graph):
-    return mlo.solve(problems, graph, steps=1, progress=False, console=False)
+    return mlo.solve(problems, graph, steps=1, logging=mlo.Logging(progress=False, console=False))
 
 
 @pytest.mark.parametrize("graph,match", [

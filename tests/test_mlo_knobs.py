@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_mlo_levels import Nested, rel  # noqa: E402
 
 F64 = torch.float64
-QUIET = dict(progress=False, console=False)
+QUIET = dict(logging=mlo.Logging(progress=False, console=False))
 
 
 def pair(**lo_kw):
@@ -96,9 +96,11 @@ def test_env_supplies_coupled_batches():
 def test_early_stopping_and_roll_back():
     scores = iter([9.0, 3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0])  # 9.0: the check before step 1
     problems, graph = pair()
-    r = mlo.solve(problems, graph, steps=20, validate=lambda params: {"score": next(scores)},
-                  validate_every=1, early_stopping=mlo.EarlyStopping("score", "min", patience=2),
-                  roll_back=True, **QUIET)
+    r = mlo.solve(problems, graph, steps=20,
+                  validation=mlo.Validation(lambda params: {"score": next(scores)}, every=1,
+                                            early_stopping=mlo.EarlyStopping("score", "min",
+                                                                             patience=2),
+                                            roll_back=True), **QUIET)
     assert r.step == 5 and r.best == {"score": 1.0}
     at3 = mlo.solve(problems, graph, steps=3, **QUIET)
     assert torch.equal(r.params["hi"], at3.params["hi"]) and torch.equal(r.params["lo"], at3.params["lo"])
@@ -109,13 +111,14 @@ def test_validate_may_return_nothing_unless_a_metric_is_needed():
     problems, graph = pair()
     seen = []
     for out in ({}, None):  # a validate that only prints or logs
-        r = mlo.solve(problems, graph, steps=4, validate=lambda params: seen.append(1) or out,
-                      validate_every=2, **QUIET)
+        r = mlo.solve(problems, graph, steps=4,
+                      validation=mlo.Validation(lambda params: seen.append(1) or out, every=2),
+                      **QUIET)
         assert r.step == 4 and not any(k.startswith("validation/") for k in r.history)
     assert len(seen) == 6  # 2 validations each, and the check before any update
-    with pytest.raises(ValueError, match=r"roll_back=True\): validate returned no metric"):
-        mlo.solve(problems, graph, steps=2, validate=lambda params: {}, validate_every=1,
-                  roll_back=True, **QUIET)
+    with pytest.raises(ValueError, match=r"roll_back=True\): `fn` returned no metric"):
+        mlo.solve(problems, graph, steps=2,
+                  validation=mlo.Validation(lambda params: {}, every=1, roll_back=True), **QUIET)
 
 
 def test_darts_on_the_middle_level_equals_its_exact_mixed_counterpart():

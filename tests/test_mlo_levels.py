@@ -24,7 +24,7 @@ def ridge_problems(p, method, lower_lr=0.0, upper_opt=None, theta0=None):
 def test_first_upper_update_is_minus_exact_hypergradient():
     p = testing.ridge(d=20, kappa=30.0)
     r = mlo.solve(ridge_problems(p, hg.cg(maxiter=40), lower_lr=0.01), {"upper": ["lower"]},
-                  steps=1, progress=False, console=False)
+                  steps=1, logging=mlo.Logging(progress=False, console=False))
     assert rel(r.params["upper"] - p.lam, -p.hypergrad(p.lam)) < 1e-8
 
 
@@ -48,7 +48,8 @@ def test_bilevel_converges_to_closed_form_optimum(name):
               "darts": hg.darts(scale=1.0 / h), "unrolled": hg.unrolled(1, lower_opt)}[name]
     lower = mlo.Problem("lower", inner, torch.zeros(n, dtype=F64), lower_opt, hypergrad=method)
     upper = mlo.Problem("upper", outer, torch.zeros(m, dtype=F64), optim.adam(0.05))
-    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=600, progress=False, console=False)
+    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=600,
+                  logging=mlo.Logging(progress=False, console=False))
     assert rel(r.params["upper"], lam_star) < 1e-4
 
 
@@ -63,7 +64,8 @@ def test_ill_conditioned_bilevel_converges_with_implicit_methods(method):
                         hypergrad=method, unroll_steps=40)
     upper = mlo.Problem("upper", lambda lam, b, *, lower: q.outer_loss(lower, lam),
                         torch.zeros(3, dtype=F64), optim.sgd(0.1))  # Φ has curvature <= 9.2
-    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=40 * 150, progress=False, console=False)
+    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=40 * 150,
+                  logging=mlo.Logging(progress=False, console=False))
     assert rel(r.params["upper"], lam_star) < 1e-4
 
 
@@ -77,7 +79,8 @@ def test_unrolled_window_equals_plain_autograd_through_the_same_updates():
                         hypergrad=hg.unrolled(3, opt), unroll_steps=3)
     upper = mlo.Problem("upper", lambda lam, b, *, lower: p.outer_loss(lower, lam), p.lam,
                         optim.sgd(1.0))
-    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=3, progress=False, console=False)
+    r = mlo.solve([lower, upper], {"upper": ["lower"]}, steps=3,
+                  logging=mlo.Logging(progress=False, console=False))
     lam = p.lam.clone().requires_grad_()
     theta, buf = theta0.clone().requires_grad_(), None
     for t in range(3):
@@ -150,7 +153,7 @@ def test_three_levels_first_top_update_matches_nested_finite_differences(dag):
     nz = Nested(dag)
     graph = {"top": ["middle", "bottom"] if dag else ["middle"], "middle": ["bottom"]}
     r = mlo.solve(nz.problems(hg.cg(maxiter=nz.nb), hg.cg(maxiter=nz.nm)), graph, steps=1,
-                  progress=False, console=False)
+                  logging=mlo.Logging(progress=False, console=False))
     fd = nz.fd_hypergrad()
     assert rel(r.params["top"] - nz.tT, -fd) < 1e-7
     # the lower levels did not move off their optima
@@ -163,7 +166,7 @@ def test_three_levels_two_paths_differ_from_one_path():
     out = []
     for graph in ({"top": ["middle", "bottom"], "middle": ["bottom"]},):
         out.append(mlo.solve(nz.problems(hg.cg(maxiter=5), hg.cg(maxiter=4)), graph, steps=1,
-                             progress=False, console=False).params["top"])
+                             logging=mlo.Logging(progress=False, console=False)).params["top"])
     chain_only = Nested(0.0)
     assert rel(out[0] - nz.tT, -nz.fd_hypergrad()) < 1e-7
     assert rel(nz.fd_hypergrad(), chain_only.fd_hypergrad()) > 1e-2
@@ -175,7 +178,7 @@ def test_three_levels_neumann_on_the_middle_level():
                                           @ torch.linalg.solve(nz.HB, nz.P))[-1])
     graph = {"top": ["middle", "bottom"], "middle": ["bottom"]}
     r = mlo.solve(nz.problems(hg.cg(maxiter=5), hg.neumann(steps=400, alpha=1.0 / lam_max)), graph,
-                  steps=1, progress=False, console=False)
+                  steps=1, logging=mlo.Logging(progress=False, console=False))
     assert rel(r.params["top"] - nz.tT, -nz.fd_hypergrad()) < 1e-6
 
 
@@ -183,8 +186,8 @@ def test_method_per_edge_overrides_the_problem_default():
     p = testing.ridge(d=20, kappa=30.0)
     exact = ridge_problems(p, {"upper": hg.cg(maxiter=40)})
     rough = ridge_problems(p, {"upper": hg.cg(maxiter=2)})
-    run = lambda ps: mlo.solve(ps, {"upper": ["lower"]}, steps=1, progress=False,  # noqa: E731
-                               console=False).params["upper"]
+    run = lambda ps: mlo.solve(ps, {"upper": ["lower"]}, steps=1,
+                               logging=mlo.Logging(progress=False, console=False)).params["upper"]
     assert rel(run(exact) - p.lam, -p.hypergrad(p.lam)) < 1e-8
     assert rel(run(rough) - p.lam, -p.hypergrad(p.lam)) > 1e-3
 
@@ -243,8 +246,8 @@ def test_three_level_chain_cg_neumann_on_both_lower_levels(kind):
                          hypergrad=low_m),
              mlo.Problem("mid", ch.mid, m0, optim.sgd(1e-3), hypergrad=mid_m, unroll_steps=20),
              mlo.Problem("top", ch.top, ch.t0, optim.sgd(1.0))]
-    r = mlo.solve(probs, {"top": ["mid"], "mid": ["low"]}, steps=20, progress=False,
-                  console=False, log_every=1)
+    r = mlo.solve(probs, {"top": ["mid"], "mid": ["low"]}, steps=20,
+                  logging=mlo.Logging(progress=False, console=False, every=1))
     assert [t for t, _ in r.history["top/loss"]] == [20]
     assert rel(r.params["top"] - ch.t0, -ch.fd_hypergrad()) < (1e-7 if kind == "cg" else 1e-5)
     assert rel(r.params["mid"], m0) < 1e-10

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from betty_func import hypergrad as hg, mlo, optim
 
-QUIET = dict(progress=False, console=False, log_every=1)
+QUIET = dict(logging=mlo.Logging(every=1, progress=False, console=False))
 
 
 def logreg_bilevel(precision, seen, maxiter=60):
@@ -95,10 +95,10 @@ def test_fp16_with_an_unrolled_method_is_refused():
 
 def test_fp16_loss_scale_state_resumes_bit_for_bit(tmp_path):
     straight = mlo.solve([overflowing(bad_draw=1)], {}, steps=5, **QUIET)
-    mlo.solve([overflowing(bad_draw=1)], {}, steps=3, checkpoint_dir=tmp_path, checkpoint_every=3,
+    mlo.solve([overflowing(bad_draw=1)], {}, steps=3, checkpoint=mlo.Checkpoint(tmp_path, every=3),
               **QUIET)
-    resumed = mlo.solve([overflowing(bad_draw=1)], {}, steps=5, checkpoint_dir=tmp_path,
-                        checkpoint_every=3, resume=True, **QUIET)
+    resumed = mlo.solve([overflowing(bad_draw=1)], {}, steps=5,
+                        checkpoint=mlo.Checkpoint(tmp_path, every=3, resume=True), **QUIET)
     assert torch.equal(resumed.params["p"], straight.params["p"])
     assert resumed.opt_states["p"][1] == straight.opt_states["p"][1]  # scale, good, skipped
     assert int(resumed.opt_states["p"][1].skipped) == 1

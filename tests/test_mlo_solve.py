@@ -14,7 +14,7 @@ from betty_func.data import mnist10k
 
 F64 = torch.float64
 sys.path.insert(0, str(Path(__file__).parent))
-QUIET = dict(progress=False, console=False)
+QUIET = dict(logging=mlo.Logging(progress=False, console=False))
 
 
 def digits(n=240, seed=0, dtype=F64):
@@ -86,14 +86,14 @@ def test_resume_is_bit_for_bit(tmp_path, method):
     RNG, and the position in a shuffled DataLoader (7 batches an epoch, so epochs wrap)."""
     data = DataLoader(torch.rand(28, dtype=F64) + 0.5, batch_size=4, shuffle=True)
     probs, graph = bilevel(method, data=data, dropout=0.2)
-    straight = mlo.solve(probs, graph, steps=20, seed=3, checkpoint_dir=tmp_path / "a",
-                         checkpoint_every=10, **QUIET)
+    straight = mlo.solve(probs, graph, steps=20, seed=3,
+                         checkpoint=mlo.Checkpoint(tmp_path / "a", every=10), **QUIET)
     rng_straight = torch.get_rng_state()
-    mlo.solve(probs, graph, steps=10, seed=3, checkpoint_dir=tmp_path / "b", checkpoint_every=10,
+    mlo.solve(probs, graph, steps=10, seed=3, checkpoint=mlo.Checkpoint(tmp_path / "b", every=10),
               **QUIET)
     torch.manual_seed(12345)  # whatever happens in between must not matter
-    resumed = mlo.solve(probs, graph, steps=20, seed=3, checkpoint_dir=tmp_path / "b",
-                        checkpoint_every=10, resume=True, **QUIET)
+    resumed = mlo.solve(probs, graph, steps=20, seed=3,
+                        checkpoint=mlo.Checkpoint(tmp_path / "b", every=10, resume=True), **QUIET)
     assert resumed.step == 20
     assert state_equal(straight.params, resumed.params)
     assert state_equal(straight.opt_states, resumed.opt_states)
@@ -109,11 +109,12 @@ def test_resume_is_bit_for_bit_with_a_loader_of_its_own_generator(tmp_path, stop
         return DataLoader(torch.rand(28, generator=torch.Generator().manual_seed(1),
                                      dtype=F64) + 0.5, batch_size=4, shuffle=True,
                           generator=torch.Generator().manual_seed(7))
-    run = lambda data, **kw: mlo.solve(*bilevel(hg.cg(maxiter=4), data=data), seed=3,  # noqa
-                                       checkpoint_every=stop, **QUIET, **kw)
-    straight = run(loader(), steps=24, checkpoint_dir=tmp_path / "a")
-    run(loader(), steps=stop, checkpoint_dir=tmp_path / "b")
-    resumed = run(loader(), steps=24, checkpoint_dir=tmp_path / "b", resume=True)
+    run = lambda data, steps, where, resume=False: mlo.solve(  # noqa: E731
+        *bilevel(hg.cg(maxiter=4), data=data), steps=steps, seed=3,
+        checkpoint=mlo.Checkpoint(tmp_path / where, every=stop, resume=resume), **QUIET)
+    straight = run(loader(), 24, "a")
+    run(loader(), stop, "b")
+    resumed = run(loader(), 24, "b", resume=True)
     assert state_equal(straight.params, resumed.params)
     assert state_equal(straight.opt_states, resumed.opt_states)
 
@@ -121,9 +122,9 @@ def test_resume_is_bit_for_bit_with_a_loader_of_its_own_generator(tmp_path, stop
 def test_tensorboard_event_files_have_the_expected_tags(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     probs, graph = bilevel()
-    mlo.solve(probs, graph, steps=4, log_every=2, logdir=str(tmp_path), progress=False,
-              console=False, validate=lambda params: {"val": params["upper"].sum()},
-              validate_every=2)
+    mlo.solve(probs, graph, steps=4,
+              logging=mlo.Logging(every=2, logdir=str(tmp_path), progress=False, console=False),
+              validation=mlo.Validation(lambda params: {"val": params["upper"].sum()}, every=2))
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
@@ -135,7 +136,7 @@ def test_tensorboard_event_files_have_the_expected_tags(tmp_path):
 
 def test_console_lines(capsys):
     probs, graph = bilevel()
-    mlo.solve(probs, graph, steps=2, log_every=1, progress=False)
+    mlo.solve(probs, graph, steps=2, logging=mlo.Logging(every=1, progress=False))
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("[step 1/2] lower/loss ") and "upper/residual/lower" in out[1]
 
@@ -161,7 +162,8 @@ def test_mwn_reweighting_on_real_digits():
     problems = [mlo.Problem("classifier", classifier_loss, cls.params, optim.sgd(0.1, momentum=0.9),
                             data=train, hypergrad=hg.cg(maxiter=3)),
                 mlo.Problem("reweight", reweight_loss, rw.params, optim.adam(1e-3), data=meta)]
-    r = mlo.solve(problems, {"reweight": ["classifier"]}, steps=6, log_every=1, **QUIET)
+    r = mlo.solve(problems, {"reweight": ["classifier"]}, steps=6,
+                  logging=mlo.Logging(every=1, progress=False, console=False))
     norms = [v for _, v in r.history["reweight/grad_norm"]]
     assert len(norms) == 6 and all(0 < v < float("inf") for v in norms)
     moved = [not torch.equal(r.params["reweight"][k], rw.params[k]) for k in rw.params]

@@ -8,7 +8,7 @@ import torch
 from betty_func import hypergrad as hg, mlo, optim
 
 F64 = torch.float64
-QUIET = dict(progress=False, console=False)
+QUIET = dict(logging=mlo.Logging(progress=False, console=False))
 NAN_AT_7 = lambda i: torch.tensor(float("nan") if i == 6 else 1.0, dtype=F64)  # noqa: E731
 
 
@@ -28,7 +28,8 @@ def test_a_nan_batch_stops_the_run_naming_problem_quantity_and_step():
     with pytest.raises(FloatingPointError, match=r"on_nonfinite='raise'\): the loss and gradient "
                        r"and params of 'lo' are NaN or inf at step 7 \(first seen in the interval "
                        r"1-10"):
-        mlo.solve(*program(scaled, data=NAN_AT_7), steps=20, log_every=10, **QUIET)
+        mlo.solve(*program(scaled, data=NAN_AT_7), steps=20,
+                  logging=mlo.Logging(every=10, progress=False, console=False))
 
 
 def test_a_log_of_zero_mid_run():
@@ -37,14 +38,16 @@ def test_a_log_of_zero_mid_run():
     data = lambda i: torch.tensor(0.0 if i == 2 else 1.0, dtype=F64)  # noqa: E731
     with pytest.raises(FloatingPointError, match=r"the loss of 'lo' is NaN or inf at step 3 "
                        r"\(first seen in the interval 1-4"):
-        mlo.solve(*program(lo_loss, data=data), steps=8, log_every=4, **QUIET)
+        mlo.solve(*program(lo_loss, data=data), steps=8,
+                  logging=mlo.Logging(every=4, progress=False, console=False))
 
 
 def test_an_overflow_from_a_too_large_step():
     quartic = lambda w, b, *, hi: ((w - hi) ** 4).sum()  # noqa: E731
     with pytest.raises(FloatingPointError, match=r"of '(lo|hi)' (is|are) NaN or inf at step \d+ "
                        r"\(first seen in the interval 1-25"):
-        mlo.solve(*program(quartic, lr=10.0, w0=1.0), steps=25, log_every=25, **QUIET)
+        mlo.solve(*program(quartic, lr=10.0, w0=1.0), steps=25,
+                  logging=mlo.Logging(every=25, progress=False, console=False))
 
 
 def test_a_neumann_series_that_starts_to_diverge_mid_run_is_a_nonfinite_hypergradient():
@@ -60,7 +63,8 @@ def test_a_neumann_series_that_starts_to_diverge_mid_run_is_a_nonfinite_hypergra
     hi = mlo.Problem("hi", hi_loss, torch.zeros(2, dtype=F64), optim.sgd(0.5))
     with pytest.raises(FloatingPointError, match=r"the hypergradient and params of 'hi' are NaN "
                        r"or inf at step [2-9]"):
-        mlo.solve([lo, hi], {"hi": ["lo"]}, steps=10, log_every=10, **QUIET)
+        mlo.solve([lo, hi], {"hi": ["lo"]}, steps=10,
+                  logging=mlo.Logging(every=10, progress=False, console=False))
 
 
 def test_a_neumann_alpha_beyond_two_over_lambda_max_is_refused_at_step_0():
@@ -77,8 +81,9 @@ def test_a_neumann_alpha_beyond_two_over_lambda_max_is_refused_at_step_0():
 
 
 def test_skip_drops_each_bad_update_and_counts_it():
-    r = mlo.solve(*program(scaled, data=NAN_AT_7), steps=20, log_every=10, on_nonfinite="skip",
-                  **QUIET)
+    r = mlo.solve(*program(scaled, data=NAN_AT_7), steps=20,
+                  logging=mlo.Logging(every=10, progress=False, console=False),
+                  on_nonfinite="skip")
     assert all(torch.isfinite(p).all() for p in r.params.values())
     assert r.history["lo/skipped_nonfinite"] == [(10, 1.0), (20, 1.0)]
     # equal to the run where step 7's update of both problems never happened
@@ -94,8 +99,9 @@ def test_skip_drops_each_bad_update_and_counts_it():
 def test_warn_goes_on_and_says_so_once_per_problem():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        r = mlo.solve(*program(scaled, data=NAN_AT_7), steps=20, log_every=10,
-                      on_nonfinite="warn", **QUIET)
+        r = mlo.solve(*program(scaled, data=NAN_AT_7), steps=20,
+                      logging=mlo.Logging(every=10, progress=False, console=False),
+                      on_nonfinite="warn")
     msgs = [str(w.message) for w in seen if "NaN or inf" in str(w.message)]
     assert len(msgs) == 2 and "of 'lo'" in msgs[0] and "of 'hi'" in msgs[1]
     assert not torch.isfinite(r.params["lo"]).all()
@@ -103,8 +109,9 @@ def test_warn_goes_on_and_says_so_once_per_problem():
 
 def test_the_last_checkpoint_on_disk_is_finite(tmp_path):
     with pytest.raises(FloatingPointError, match="at step 7"):
-        mlo.solve(*program(scaled, data=NAN_AT_7), steps=20, log_every=0,
-                  checkpoint_dir=str(tmp_path), checkpoint_every=5, **QUIET)
+        mlo.solve(*program(scaled, data=NAN_AT_7), steps=20,
+                  logging=mlo.Logging(every=0, progress=False, console=False),
+                  checkpoint=mlo.Checkpoint(str(tmp_path), every=5))
     saved = torch.load(tmp_path / "mlo_checkpoint.pt", weights_only=False)
     assert saved["step"] == 5 and all(torch.isfinite(p).all() for p in saved["params"].values())
 

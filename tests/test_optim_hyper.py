@@ -64,7 +64,8 @@ def test_mlo_scales_the_loss_of_a_loss_scaled_chain_and_logs_its_rate():
     """``loss_scaled(chain(clip, sgd))`` given by hand: the loss is scaled, the update unscaled,
     the same params as the plain chain (float32 eager; scale 2**10 is exact)."""
     plain = optim.chain(optim.clip_by_global_norm(0.5), optim.sgd(0.1))
-    runs = [mlo.solve([_lower(o)], {}, steps=3, progress=False, console=False, log_every=1)
+    runs = [mlo.solve([_lower(o)], {}, steps=3,
+                      logging=mlo.Logging(progress=False, console=False, every=1))
             for o in (plain, optim.loss_scaled(plain, init_scale=2.0 ** 10))]
     assert torch.equal(runs[0].params["p"], runs[1].params["p"])
     assert runs[1].history["p/loss_scale"][0] == (1, 2.0 ** 10)

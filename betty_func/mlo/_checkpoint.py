@@ -13,7 +13,7 @@ import torch
 from .. import tree
 from .._errors import fail
 
-API = "solve(..., checkpoint_dir, resume=True)"
+API = "solve(..., checkpoint=mlo.Checkpoint(dir, every, resume=True))"
 
 FILE = "mlo_checkpoint.pt"
 
@@ -67,7 +67,7 @@ def load(directory: str | Path) -> Optional[dict[str, Any]]:
              "a good copy.")
     if not isinstance(out, dict) or not {"step", "params", "opt_states"} <= set(out):
         fail(API, f"{f} is not a betty_func checkpoint", type(out).__name__,
-             "Point checkpoint_dir at a directory solve wrote.")
+             "Point the Checkpoint dir at a directory solve wrote.")
     return out
 
 
@@ -115,7 +115,7 @@ def restore(directory: str | Path, rt: Any) -> Optional[tuple[dict, dict]]:
         return None
     world, rank = (1, 0) if rt is None else (rt.world, rt.rank)
     if saved.get("world_size", 1) != world:
-        fail("solve(..., checkpoint_dir, resume=True)", "the checkpoint was written by a run on a "
+        fail(API, "the checkpoint was written by a run on a "
              "different number of processes", f"world size {saved.get('world_size', 1)} in "
              f"{Path(directory) / FILE}, {world} now",
              "Resume with the world size it was written with, or start afresh (resume=False).")

@@ -40,7 +40,8 @@ class Distributed:
         >>> p = mlo.Problem("fit", lambda w, b: ((b @ w - 1.0) ** 2).mean(), torch.zeros(3),
         ...                 optim.sgd(0.1), data=lambda i: torch.ones(4, 3))
         >>> dp = mlo.Distributed(check_every=10) if torch.distributed.is_initialized() else None
-        >>> r = mlo.solve([p], {}, steps=50, distributed=dp, progress=False, console=False)
+        >>> r = mlo.solve([p], {}, steps=50, distributed=dp,
+        ...               logging=mlo.Logging(progress=False, console=False))
         >>> [round(v, 3) for v in r.params["fit"].tolist()]
         [0.333, 0.333, 0.333]
     """

@@ -21,7 +21,7 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         api = f"mlo.EarlyStopping({self.metric!r}, mode, patience)"
         check_type(api, "metric", self.metric, str, "a metric name (a str)",
-                   "Name a key of the dict `validate` returns, e.g. 'loss'.")
+                   "Name a key of the dict the validation function returns, e.g. 'loss'.")
         if self.mode not in ("min", "max"):
             fail(api, "`mode` must be 'min' or 'max'", repr(self.mode),
                  "Use 'min' for a loss, 'max' for an accuracy.")
@@ -61,7 +61,7 @@ def metrics_of(validate: Callable, params: dict) -> dict:
         isinstance(v, (int, float)) and not isinstance(v, bool)
         or isinstance(v, torch.Tensor) and v.numel() == 1)}
     if bad:
-        fail("solve(..., validate)", "`validate` must return None, a number or a dict "
+        fail("solve(..., validation)", "`validation.fn` must return None, a number or a dict "
              "{metric name: number}", bad, "Return e.g. {'accuracy': acc}.")
     return {k: float(v) for k, v in out.items()}
 
@@ -73,11 +73,11 @@ def judged_by(metrics: dict, early: Optional[EarlyStopping], roll_back: bool) ->
         return None
     key = early.metric if early else next(iter(metrics), None)
     if key is None:
-        fail("solve(..., roll_back=True)", "validate returned no metric to pick the best params by",
-             metrics, "Return a dict such as {'loss': value} from `validate`.")
+        fail("mlo.Validation(fn, every, roll_back=True)", "`fn` returned no metric to pick the "
+             "best params by", metrics, "Return a dict such as {'loss': value} from `fn`.")
     if key not in metrics:
-        fail("solve(..., early_stopping)", f"validation returned no metric {key!r}",
-             sorted(metrics), "Name a metric that `validate` returns.")
+        fail("mlo.Validation(fn, every, early_stopping)", f"`fn` returned no metric {key!r}",
+             sorted(metrics), "Name a metric that `fn` returns.")
     return key
 
 

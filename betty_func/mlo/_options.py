@@ -6,28 +6,22 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .._errors import check_arity, check_nonneg_int, check_type, fail
+from .._errors import check_arity, check_nonneg_int, fail
 from ._compile import compile_options
+from ._records import Checkpoint, Logging, Validation
 
 API = "solve(problems, graph, ...)"
 NONFINITE = ("raise", "skip", "warn")
 
 
-def check_options(steps: int, env: Optional[Callable], validate: Optional[Callable],
-                  validate_every: int, log_every: int, checkpoint_dir: Optional[str],
-                  checkpoint_every: int, resume: bool, compile: Any, seed: Optional[int],
-                  early_stopping: Any, roll_back: bool, on_nonfinite: str) -> None:
-    """A clear error for an option of the wrong type or value, or for options that make no
-    sense together (one without the other it needs)."""
+def check_options(steps: int, env: Optional[Callable], compile: Any, seed: Optional[int],
+                  on_nonfinite: str) -> None:
+    """A clear error for an option of the wrong type or value (the records check their own)."""
     check_nonneg_int(API, "steps", steps)
-    check_nonneg_int(API, "log_every", log_every)
-    check_nonneg_int(API, "validate_every", validate_every)
-    check_nonneg_int(API, "checkpoint_every", checkpoint_every)
-    for name, fn in (("env", env), ("validate", validate)):
-        if fn is not None and not callable(fn):
-            fail(API, f"`{name}` must be a function", type(fn).__name__,
-                 f"Pass {name}=lambda ...: ... or leave it out.", exc=TypeError)
     if env is not None:
+        if not callable(env):
+            fail(API, "`env` must be a function", type(env).__name__,
+                 "Pass env=lambda step: {problem name: batch} or leave it out.", exc=TypeError)
         check_arity(API, "`env`", env, 1, "env(step) -> {problem name: batch}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         fail(API, "`seed` must be an int or None", f"{type(seed).__name__} {seed!r}",
@@ -37,28 +31,39 @@ def check_options(steps: int, env: Optional[Callable], validate: Optional[Callab
              "'raise' stops the run, 'skip' drops the update, 'warn' goes on and says so.")
     if compile:
         compile_options(compile)
-    pairs = [(checkpoint_every and not checkpoint_dir, "`checkpoint_every` needs a "
-              "`checkpoint_dir` to write to", "Pass checkpoint_dir=... too, or drop it."),
-             (checkpoint_dir and not checkpoint_every, "`checkpoint_dir` is given but "
-              "`checkpoint_every` is 0, so nothing would be written", "Pass checkpoint_every=N "
-              "(e.g. 100), or drop checkpoint_dir."),
-             (resume and not checkpoint_dir, "`resume=True` needs the `checkpoint_dir` to "
-              "resume from", "Pass checkpoint_dir=... ."),
-             (validate is not None and not validate_every, "`validate` is given but "
-              "`validate_every` is 0, so it would never run", "Pass validate_every=N."),
-             (validate is None and validate_every, "`validate_every` is given without "
-              "`validate`", "Pass validate=fn(params) -> {metric: value}."),
-             (validate is None and early_stopping is not None, "`early_stopping` needs "
-              "`validate` (and `validate_every`) for its metric", "Pass validate=... ."),
-             (validate is None and roll_back, "`roll_back=True` needs `validate` (and "
-              "`validate_every`) to pick the best params by", "Pass validate=... .")]
-    for bad, what, fix in pairs:
-        if bad:
-            fail(API, what, None, fix)
-    if early_stopping is not None:
-        from ._monitor import EarlyStopping
-        check_type(API, "early_stopping", early_stopping, EarlyStopping,
-                   "an mlo.EarlyStopping", "Pass mlo.EarlyStopping('loss', 'min', patience=5).")
+
+
+# the flat options of earlier versions, and the record field each one became
+FLAT = {"log_every": ("logging", "every"), "logdir": ("logging", "logdir"),
+        "progress": ("logging", "progress"), "console": ("logging", "console"),
+        "validate": ("validation", "fn"), "validate_every": ("validation", "every"),
+        "early_stopping": ("validation", "early_stopping"),
+        "roll_back": ("validation", "roll_back"), "checkpoint_dir": ("checkpoint", "dir"),
+        "checkpoint_every": ("checkpoint", "every"), "resume": ("checkpoint", "resume")}
+RECORDS = {"logging": Logging, "validation": Validation, "checkpoint": Checkpoint}
+
+
+def records(logging: Any, validation: Any, checkpoint: Any, flat: dict) -> tuple:
+    """``(Logging, Validation or None, Checkpoint or None)`` from ``solve``'s arguments, each
+    of its record type. The flat options of earlier versions are refused with the record
+    each one moved to; any other unknown keyword as unknown."""
+    moved = sorted(k for k in flat if k in FLAT)
+    if moved:
+        where = sorted({FLAT[k][0] for k in moved})
+        fix = "; ".join(f"{r}=mlo.{RECORDS[r].__name__}("
+                        f"{', '.join(f for k, (rr, f) in FLAT.items() if rr == r)})" for r in where)
+        fail(API, "options of earlier versions, now grouped into records", moved,
+             f"Pass {fix}.", exc=TypeError)
+    if flat:
+        fail(API, f"unknown option(s) {sorted(flat)}", None, f"solve takes steps, env, "
+             f"{', '.join(RECORDS)}, compile, seed, distributed, on_nonfinite.", exc=TypeError)
+    given = {"logging": logging, "validation": validation, "checkpoint": checkpoint}
+    for name, value in given.items():
+        if value is not None and not isinstance(value, RECORDS[name]):
+            kind = RECORDS[name].__name__
+            fail(API, f"`{name}` must be an mlo.{kind}", type(value).__name__,
+                 f"Pass {name}=mlo.{kind}(...).", exc=TypeError)
+    return logging or Logging(), validation, checkpoint
 
 
 def probe_writable(directory: str) -> None:
@@ -69,5 +74,5 @@ def probe_writable(directory: str) -> None:
         os.close(fd)
         os.remove(name)
     except OSError as e:
-        fail(API, "`checkpoint_dir` cannot be written", f"{directory!r} ({e.strerror})",
+        fail(API, "the checkpoint directory cannot be written", f"{directory!r} ({e.strerror})",
              "Pass a directory this process can create and write.")

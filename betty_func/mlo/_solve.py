@@ -14,11 +14,11 @@ from ._data import Source, draw, env_batches
 from ._distributed import (Distributed, Runtime, check_sharded, runtime, signature,
                            split_states)
 from ._graph import Graph, build
-from ._monitor import EarlyStopping
 from ._nonfinite import Tracker
-from ._options import check_options, probe_writable
+from ._options import check_options, probe_writable, records
 from ._preflight import peek, preflight
 from ._problem import Problem
+from ._records import Checkpoint, Logging, Validation
 from ._state import State, advance, fresh
 
 
@@ -35,30 +35,28 @@ class Result:
 
 
 def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
-          env: Optional[Callable[[int], dict]] = None,
-          validate: Optional[Callable[[dict], Any]] = None, validate_every: int = 0,
-          log_every: int = 50, logdir: Optional[str] = None, progress: bool = True,
-          console: bool = True, checkpoint_dir: Optional[str] = None, checkpoint_every: int = 0,
-          resume: bool = False, compile: Any = False, seed: Optional[int] = None,
-          early_stopping: Optional[EarlyStopping] = None, roll_back: bool = False,
-          distributed: Union[None, bool, Distributed] = None,
-          on_nonfinite: str = "raise") -> Result:
+          env: Optional[Callable[[int], dict]] = None, logging: Optional[Logging] = None,
+          validation: Optional[Validation] = None, checkpoint: Optional[Checkpoint] = None,
+          compile: Any = False, seed: Optional[int] = None,
+          distributed: Union[None, bool, Distributed] = None, on_nonfinite: str = "raise",
+          **earlier: Any) -> Result:
     """Run ``steps`` global steps of the multilevel program ``graph = {upper: [lowers]}``.
 
     At global step ``t`` (1-based) each problem due (``mlo.schedule`` prints the plan) updates,
     lowers first: its gradient is the total derivative of its loss with every problem below it at
     its current (best-response) params, differentiated by each lower's ``hypergrad`` method.
     ``env(t) -> {name: batch}`` supplies coupled data (one batch reused for that step's updates).
-    ``validate(params) -> {metric: value}`` (or None) runs every ``validate_every`` steps. Scalars
-    (losses, metrics, gradient norms, CG residuals) are read to the host every ``log_every``
-    steps only, printed, shown on a progress line and written to TensorBoard under ``logdir``.
-    ``checkpoint_dir`` with ``checkpoint_every`` saves the whole state atomically; with
-    ``resume=True`` a run continues where the checkpoint stopped, bit for bit. ``compile=True``
-    compiles the whole step (every update and every hypergradient through the lowers) with
-    ``torch.compile(fullgraph=True)``, once per pattern of updating problems, its time logged
-    as ``compile/seconds``; ``compile="reduce-overhead"`` (CUDA graphs) or another mode, or a
-    dict of ``torch.compile`` arguments, picks how. ``early_stopping`` stops on a validation
-    metric; ``roll_back`` returns the params of the best validation.
+    Three records group the rest (each checks its own fields):
+    ``logging=mlo.Logging(every, logdir, progress, console)`` reads scalars (losses, metrics,
+    gradient norms, CG residuals, rates) to the host every ``every`` steps only, into the
+    history, a console line, a progress line and TensorBoard; ``validation=mlo.Validation(fn,
+    every, early_stopping, roll_back)`` calls ``fn(params) -> {metric: value}``, may stop early
+    and return the best params; ``checkpoint=mlo.Checkpoint(dir, every, resume)`` saves the
+    whole state atomically, and with ``resume=True`` a run continues where it stopped, bit for
+    bit. ``compile=True`` compiles the whole step (every update and every hypergradient through
+    the lowers) with ``torch.compile(fullgraph=True)``, once per pattern of updating problems,
+    its time logged as ``compile/seconds``; ``compile="reduce-overhead"`` (CUDA graphs) or
+    another mode, or a dict of ``torch.compile`` arguments, picks how.
     ``on_nonfinite``: a NaN or inf in a loss, gradient, CG residual or new params is tracked on
     the device every step and read where the run reads anyway (log, validation and checkpoint
     steps, the end); ``"raise"`` (default) stops with the problem, the quantity and the first
@@ -78,17 +76,17 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         ...                  optim.sgd(0.5))
         >>> hi = mlo.Problem("hi", lambda w, b, *, lo: ((lo - 1.0) ** 2).sum(), torch.zeros(2),
         ...                  optim.sgd(0.5))
-        >>> r = mlo.solve([lo, hi], {"hi": ["lo"]}, steps=30, progress=False, console=False)
+        >>> r = mlo.solve([lo, hi], {"hi": ["lo"]}, steps=30,
+        ...               logging=mlo.Logging(progress=False, console=False))
         >>> [round(v, 3) for v in r.params["lo"].tolist()]
         [1.0, 1.0]
     """
-    check_options(steps, env, validate, validate_every, log_every, checkpoint_dir,
-                  checkpoint_every, resume, compile, seed, early_stopping, roll_back,
-                  on_nonfinite)
+    log, val, ck = records(logging, validation, checkpoint, earlier)  # earlier: refused
+    check_options(steps, env, compile, seed, on_nonfinite)
     g = build(problems, graph)
     rt = runtime(distributed)
-    if checkpoint_dir:
-        probe_writable(checkpoint_dir)
+    if ck is not None:
+        probe_writable(ck.dir)
     sources = {n: Source(n, p.data) for n, p in g.problems.items()}
     if rt is not None:
         rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
@@ -103,21 +101,21 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append,
                   skip_nonfinite=on_nonfinite == "skip")
     health = Tracker(on_nonfinite, g.lowers, g.order)
-    state, history, stop = _start(g, rt, sources, env, checkpoint_dir if resume else None)
+    state, history, stop = _start(g, rt, sources, env, ck.dir if ck and ck.resume else None)
     start = t = state.step
-    if validate is not None:  # once before any update: what it returns must serve its uses
-        first = mon.metrics_of(validate, state.params) if rt is None or rt.leader else None
-        mon.judged_by(first if rt is None else rt.share(first), early_stopping, roll_back)
-    writers = mon.writers(steps, start, logdir, progress, console) if rt is None or rt.leader \
-        else []
+    leader = rt is None or rt.leader
+    if val is not None:  # once before any update: what it returns must serve its uses
+        first = mon.metrics_of(val.fn, state.params) if leader else None
+        mon.judged_by(first if rt is None else rt.share(first), val.early_stopping, val.roll_back)
+    writers = mon.writers(steps, start, log.logdir, log.progress, log.console) if leader else []
     for t in range(start + 1, steps + 1):
         names = g.updates_at(t)
         batches = draw(sources, g, names, env, t)
-        log_now = bool(log_every) and (t % log_every == 0 or t == steps)
+        log_now = bool(log.every) and (t % log.every == 0 or t == steps)
         state, logs = advance(state, batches if rt is None else rt.shard(batches), run, log_now)
         health.add(t, logs)
-        validate_now = validate is not None and validate_every and t % validate_every == 0
-        save_now = checkpoint_dir and checkpoint_every and t % checkpoint_every == 0
+        validate_now = val is not None and t % val.every == 0
+        save_now = ck is not None and t % ck.every == 0
         if log_now or validate_now or save_now or t == steps:  # host reads happen here anyway
             skipped = health.check(t, rt)
             if skipped and log_now:
@@ -125,31 +123,37 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         if rt is not None and state.states:  # buffers (BatchNorm statistics): mean over ranks
             state = replace(state, states={n: rt.mean(s) if n in names else s
                                            for n, s in state.states.items()})
-        params, opt_states, states = state.params, state.opt_states, state.states
+        params = state.params
         if compiled_at:  # a new pattern of updating problems was compiled in this step
             mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
         if log_now:
             mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
         if validate_now:
-            metrics = mon.metrics_of(validate, params) if rt is None or rt.leader else None
+            metrics = mon.metrics_of(val.fn, params) if leader else None
             metrics = metrics if rt is None else rt.share(metrics)
-            if mon.validated(metrics, params, t, history, writers, stop, early_stopping, roll_back):
+            if mon.validated(metrics, params, t, history, writers, stop, val.early_stopping,
+                             val.roll_back):
                 break
         if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
             rt.check_replicas(params, t)
         if save_now:
-            shared, own = split_states(opt_states)
-            ckpt.snapshot(checkpoint_dir, {"step": t, "params": params, "opt_states": shared,
-                                           "states": states, "history": history,
-                                           "last_batch": state.last_batch, "stop": stop},
-                          {"rng": ckpt.rng_state(), "opt_states": own,
-                           "sources": {n: s.state() for n, s in sources.items()}}, rt)
+            _save(ck.dir, t, state, history, stop, sources, rt)
     for w in writers:
         getattr(w, "close", lambda: None)()
-    if roll_back and stop["best_params"] is not None:
+    if val is not None and val.roll_back and stop["best_params"] is not None:
         return Result(stop["best_params"], state.opt_states, t, history, state.states,
                       stop["best"])
     return Result(state.params, state.opt_states, t, history, state.states)
+
+
+def _save(directory: Any, t: int, state: State, history: dict, stop: dict, sources: dict,
+          rt: Optional[Runtime]) -> None:
+    shared, own = split_states(state.opt_states)
+    ckpt.snapshot(directory, {"step": t, "params": state.params, "opt_states": shared,
+                              "states": state.states, "history": history,
+                              "last_batch": state.last_batch, "stop": stop},
+                  {"rng": ckpt.rng_state(), "opt_states": own,
+                   "sources": {n: s.state() for n, s in sources.items()}}, rt)
 
 
 def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callable],
