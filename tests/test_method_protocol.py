@@ -54,8 +54,9 @@ def test_every_knob_of_a_method_is_in_its_repr():
                                hg.neumann(3, 0.1), hg.neumann(3, 0.2),
                                hg.implicit(linsolve.neumann(3, 0.1, damping=0.5)),
                                hg.implicit(linsolve.cg(5), hvp=hg.forward_over_reverse),
-                               hg.unrolled(3), hg.unrolled(3, checkpoint_every=1))}
-    assert len(reprs) == 12
+                               hg.unrolled(3), hg.unrolled(3, checkpoint_every=1),
+                               hg.first_order())}
+    assert len(reprs) == 13
 
 
 def test_unrolled_checkpointing_is_honoured_inside_solve(monkeypatch):

@@ -127,3 +127,17 @@ def test_a_compiled_update_is_traced_once(name):
     want = f(p, opt.init(p))
     assert len(calls) == 1
     assert all(torch.equal(got[0][k], want[0][k]) for k in p)
+
+
+def test_a_param_named_like_a_hyperparameter_is_not_taken_for_one():
+    """Momentum and Adam buffers are dicts keyed by the user's param names: a param called
+    'lr' (a meta-learned rate, say) or 'loss_scale' is not the optimizer's."""
+    p = {"lr": torch.ones(2, dtype=F64), "loss_scale": torch.ones(1, dtype=F64)}
+    opt = optim.loss_scaled(optim.sgd(0.1, momentum=0.9), init_scale=8.0)
+    s = opt.init(p)
+    _, s = opt.update({k: torch.ones_like(v) for k, v in p.items()}, s, p)
+    assert float(optim.learning_rate(s)) == 0.1 and float(optim.loss_scale(s)) == 8.0
+    assert float(optim.tree_get(s, "lr")) == 0.1
+    s2 = optim.tree_set(s, lr=0.5)
+    assert float(optim.learning_rate(s2)) == 0.5
+    assert torch.equal(s2[0].momentum["lr"], s[0].momentum["lr"])

@@ -10,7 +10,9 @@ gives the method what it may use, all pure functions of explicit inputs:
   products and the mixed term from one linearization;
 * ``inner.grad_outer(θ, x)``: :math:`\nabla_x L` at θ (finite-difference mixed terms);
 * ``inner.updates``: for unrolled methods, the updates to differentiate through
-  (:class:`Updates`), or None.
+  (:class:`Updates`), or None;
+* ``inner.start``: ``x -> θ₀``, where the inner problem starts from its outer variables (mlo: a
+  lower's ``reset``; first-order methods), or None / absent.
 
 :func:`hypergrad.grad` builds it from ``inner_loss(θ, λ, *args)`` (:class:`LossInner`);
 ``mlo.solve`` builds one per lower problem, whose ``grad`` is that problem's total gradient

@@ -23,9 +23,9 @@ PyTree = Any
 
 class Lower:
     """Lower problem ``name`` at ``values``, as the method protocol's ``inner``: ``grad``,
-    ``linearize``, ``grad_outer``, ``updates`` (``hypergrad/_inner.py``). ``nested``: inside
-    another problem's derivative (no kept window pullback there: the window is re-run so that
-    it can be differentiated again)."""
+    ``linearize``, ``grad_outer``, ``updates``, ``start`` (``hypergrad/_inner.py``).
+    ``nested``: inside another problem's derivative (no kept window pullback there: the window
+    is re-run so that it can be differentiated again)."""
 
     def __init__(self, ctx: Ctx, name: str, values: dict, nested: bool = True):
         self.ctx, self.name, self.values, self.nested = ctx, name, values, nested
@@ -35,6 +35,16 @@ class Lower:
         self.plain = not g.descendants[name]  # no lower problems of its own
         self.grad = Keyed(self._grad, self.key)
         self.grad_outer = Keyed(self._grad_outer, self.key)
+
+    @property
+    def start(self) -> Any:
+        """``x -> θ₀``: where this lower starts each inner loop as a function of its ancestors'
+        params (its ``reset``), or None for a lower that does not restart from them."""
+        p = self.ctx.graph.problems[self.name]
+        if p.reset is None:
+            return None
+        theta = self.values[self.name]
+        return lambda x: call_reset(p, theta, {**self.values, **x})
 
     def _point(self, theta: PyTree, x: dict) -> dict:
         return {**self.values, **x, self.name: theta}

@@ -130,6 +130,11 @@ class Problem:
                      type(m).__name__, "Pass e.g. hypergrad.cg(maxiter=10) or hypergrad.darts() "
                      "(a method of your own needs a `pullback`: see hypergrad/_inner.py).",
                      exc=TypeError)
+            if getattr(m, "through_start", False) and self.reset is None:
+                fail(api, f"{m!r} reaches the uppers through where this problem starts each "
+                     "inner loop, and it has no `reset`: its hypergradient would be an exact "
+                     "zero", None, "Pass reset=lambda theta, *, meta: meta (MAML's start from "
+                     "the meta-params), or use an implicit or unrolled method.")
             if not getattr(m, "unrolls", False):
                 continue
             steps, opt = getattr(m, "steps", None), getattr(m, "optimizer", None)

@@ -111,17 +111,29 @@ def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
     (implicit methods differentiate through that coupling; without it their hypergradient is an
     exact zero)."""
     p = g.problems[name]
+    for r in p.reset_reads:  # MAML: starts from an upper its loss does not read
+        m = p.method_for(r)
+        if r in p.reads or getattr(m, "unrolls", False) or getattr(m, "through_start", False):
+            continue
+        fail(API, f"'{name}' starts from its upper '{r}' (reset) but its loss does not read "
+             f"'{r}', and {m!r} differentiates the loss's gradient in '{r}': an exact zero",
+             None, "For MAML use hypergrad.first_order() or hypergrad.unrolled().")
     for r in p.reads:
         if r in g.descendants[name]:
             if not _moves(lambda x, r=r: loss({r: x}), params[r]):
                 fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
                      f"it, so the hypergradient through '{r}' would be a silent zero", None,
                      f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
-        elif r in g.uppers[name] and not getattr(p.method_for(r), "unrolls", False):
+        elif r in g.uppers[name] and not (getattr(p.method_for(r), "unrolls", False)
+                                           or getattr(p.method_for(r), "through_start", False)):
             def inner_grad(x: Any, r: str = r) -> Any:
                 return grad(lambda th: loss({name: th, r: x}))(params[name])
             if not _moves(inner_grad, params[r]):
+                maml = (f" '{name}' starts from '{r}' (reset): for MAML use "
+                        "hypergrad.first_order() or hypergrad.unrolled();"
+                        if r in p.reset_reads else "")
                 fail(API, f"the gradient of the loss of '{name}' in its params does not depend "
                      f"on its upper '{r}', so '{r}''s hypergradient through '{name}' would be "
-                     "a silent zero", None, f"Couple the loss of '{name}' to '{r}' (e.g. a "
-                     f"term in both), or drop the edge '{r}' -> '{name}'.")
+                     f"a silent zero with {p.method_for(r)!r}", None, f"{maml} Couple the loss "
+                     f"of '{name}' to '{r}' (e.g. a term in both), or drop the edge "
+                     f"'{r}' -> '{name}'.".strip())

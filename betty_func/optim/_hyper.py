@@ -29,22 +29,23 @@ def _children(node: Any) -> Iterator[tuple[Any, Any]]:
 
 
 def _has(node: Any, name: str) -> bool:
-    if isinstance(node, tuple) and hasattr(node, "_fields"):
-        return name in node._fields
-    return isinstance(node, dict) and name in node
+    """Only NamedTuple fields count: dict keys in a state are the user's param names (the
+    buffers of momentum and Adam are shaped like the params), never hyperparameters."""
+    return isinstance(node, tuple) and hasattr(node, "_fields") and name in node._fields
 
 
 def occurrences(state: PyTree, name: str, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
-    """``(path, value)`` of every NamedTuple field or dict key called ``name``, depth first in
-    order (in a ``chain``, the transformations left to right)."""
+    """``(path, value)`` of every NamedTuple field called ``name``, depth first in order (in a
+    ``chain``, the transformations left to right)."""
     if _has(state, name):
-        yield path + (name,), (getattr(state, name) if hasattr(state, "_fields") else state[name])
+        yield path + (name,), getattr(state, name)
     for key, child in _children(state):
         yield from occurrences(child, name, path + (key,))
 
 
 def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
-    """The one field called ``name`` anywhere in an optimizer state.
+    """The one NamedTuple field called ``name`` anywhere in an optimizer state (dict keys are
+    param names, not searched).
 
     Raises ``ValueError`` when there is none (unless ``default`` is given) or several (say which
     with the path: ``state[0].lr``).
@@ -68,8 +69,9 @@ def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
 
 
 def tree_set(state: PyTree, **values: Any) -> PyTree:
-    """``state`` with every field of each given name replaced (a number becomes a tensor of the
-    old value's dtype, device and shape). Out of place; an unknown name is refused.
+    """``state`` with every NamedTuple field of each given name replaced (a number becomes a
+    tensor of the old value's dtype, device and shape). Out of place; an unknown name is
+    refused.
 
     Example:
         >>> import torch
@@ -91,7 +93,7 @@ def _set(node: Any, values: dict) -> Any:
     if isinstance(node, tuple) and hasattr(node, "_fields"):
         return type(node)(*(_new(node, k, v, values) for k, v in zip(node._fields, node)))
     if isinstance(node, dict):
-        return {k: _new(node, k, v, values) for k, v in node.items()}
+        return {k: _set(v, values) for k, v in node.items()}
     if isinstance(node, (tuple, list)):
         return type(node)(_set(x, values) for x in node)
     return node
@@ -131,5 +133,5 @@ def state_like(opt: Any, params: PyTree) -> PyTree:
     meta = tree.map(lambda x: x.to("meta"), params)
     try:
         return opt.init(meta)
-    except (RuntimeError, NotImplementedError):  # e.g. .item() on a meta tensor
+    except Exception:  # noqa: BLE001 - e.g. .item() on a meta tensor: the real init decides
         return opt.init(params)
