@@ -87,7 +87,8 @@ def count(params: Any) -> int:
 
 
 def markdown(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """A markdown table of ``rows`` with ``(key, header)`` columns; floats to 3 significant digits."""
+    """A markdown table of ``rows`` with ``(key, header)`` columns; floats to 3 significant
+    digits."""
     fmt = lambda v: ("–" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v))  # noqa
     lines = ["| " + " | ".join(h for _, h in columns) + " |",
              "|" + "---|" * len(columns)]

@@ -32,7 +32,8 @@ def sweep(level: str) -> list[dict]:
         progress(f"accuracy {name} {k}")
         g = hg.grad(p.outer_loss, p.inner_loss, method)
         t = median_seconds(lambda: g(th, p.lam), 3 if quick else 5, warmup=1)
-        rows.append({"method": name, "products": k, "ms": 1e3 * t, "rel_error": rel(g(th, p.lam), exact)})
+        rows.append({"method": name, "products": k, "ms": 1e3 * t,
+                     "rel_error": rel(g(th, p.lam), exact)})
     return rows
 
 
@@ -40,7 +41,8 @@ def warm_vs_cold(level: str) -> list[dict]:
     """Normalized gradient descent on λ, moving it by ``move`` (relative) per outer step; each
     step's CG runs to a relative residual of 1e-6 (at most 150 iterations; the sync-free CG
     masks the iterations after convergence, ``iterations`` counts the real ones), cold from zero
-    or warm from the previous step's solution. One row per move: mean iterations over outer steps 3.., worst errors."""
+    or warm from the previous step's solution. One row per move: mean iterations over outer
+    steps 3.., worst errors."""
     d, n_outer = {"smoke": (50, 4), "quick": (500, 8), "full": (2000, 20)}[level]
     p = testing.ridge(d=d, kappa=30.0, n_train=2 * d)
     g = hg.grad(p.outer_loss, p.inner_loss, hg.cg(maxiter=150, tol=1e-6), return_info=True)

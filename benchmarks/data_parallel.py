@@ -2,11 +2,12 @@
 
 The MWN step of ``mwn.py`` (classifier MLP lower, 1-100-1 reweighting net upper) with a fixed
 global batch (each of 2 ranks takes half; a small one, where communication and per-call overhead
-dominate, and a large one, where the halved arithmetic does), gloo on CPU (one thread per process) or nccl on GPU
-(one device per process, where there are two). Each configuration runs in fresh spawned
-processes; rank 0 times ``steps`` global steps after ``warmup`` (as the difference between two
-runs, so that the start-up — agreement, broadcast, preflight — is not counted). The ZeRO-1 rows shard the
-Adam state of both problems (``optim.sharded``); the state column is what one rank holds.
+dominate, and a large one, where the halved arithmetic does), gloo on CPU (one thread per
+process) or nccl on GPU (one device per process, where there are two). Each configuration runs
+in fresh spawned processes; rank 0 times ``steps`` global steps after ``warmup`` (as the
+difference between two runs, so that the start-up — agreement, broadcast, preflight — is not
+counted). The ZeRO-1 rows shard the Adam state of both problems (``optim.sharded``); the state
+column is what one rank holds.
 """
 from __future__ import annotations
 

@@ -91,7 +91,8 @@ def methods() -> dict:
     return {"darts": (hg.darts(EPS), lambda i, o, t, p: _plain_darts(i, o, t, p)),
             "neumann K=5": (hg.neumann(5, ALPHA),
                             lambda i, o, t, p: _plain_implicit(i, o, t, p, _plain_neumann(5))),
-            "cg K=5": (hg.cg(maxiter=5), lambda i, o, t, p: _plain_implicit(i, o, t, p, _plain_cg(5))),
+            "cg K=5": (hg.cg(maxiter=5),
+                       lambda i, o, t, p: _plain_implicit(i, o, t, p, _plain_cg(5))),
             "unrolled T=10": (hg.unrolled(10, optim.sgd(LR)),
                               lambda i, o, t, p: _plain_unrolled(i, o, t, p, 10))}
 
@@ -120,6 +121,7 @@ def run(level: str, backend: str) -> list[dict]:
     return rows
 
 
-COLUMNS = [("method", "method"), ("plain_ms", "plain autograd (ms)"), ("ours_ms", "ours eager (ms)"),
-           ("ours/plain", "eager / plain"), ("compiled_ms", "ours compiled (ms)"),
-           ("compiled/plain", "compiled / plain"), ("match", "rel. difference")]
+COLUMNS = [("method", "method"), ("plain_ms", "plain autograd (ms)"),
+           ("ours_ms", "ours eager (ms)"), ("ours/plain", "eager / plain"),
+           ("compiled_ms", "ours compiled (ms)"), ("compiled/plain", "compiled / plain"),
+           ("match", "rel. difference")]

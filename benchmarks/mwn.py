@@ -93,7 +93,8 @@ def betty(sizes: tuple, method: str, steps: int, warmup: int) -> tuple[Optional[
     upper = Upper("upper", Config(log_step=10 ** 9), rw, torch.optim.Adam(rw.parameters(), META_LR),
                   train_data_loader=batches(steps + warmup, sizes[0], seed=1), device="cpu")
     with _quiet():
-        engine = Engine([lower, upper], EngineConfig(train_iters=steps + warmup, valid_step=10 ** 9),
+        engine = Engine([lower, upper],
+                        EngineConfig(train_iters=steps + warmup, valid_step=10 ** 9),
                         dependencies={"u2l": {upper: [lower]}, "l2u": {lower: [upper]}})
     dts: list = []
     step = engine.train_step
@@ -177,10 +178,11 @@ def run(level: str) -> list[dict]:
             except Exception as e:  # a peer that fails is reported, not hidden
                 row["betty_ms"], row["betty_mib"] = None, f"failed: {type(e).__name__}: {e}"[:80]
             try:
-                row["torchopt_ms"], row["torchopt_mib"] = _ms(torchopt_unrolled(SIZES[size], m, steps,
-                                                                                warmup))
+                row["torchopt_ms"], row["torchopt_mib"] = _ms(
+                    torchopt_unrolled(SIZES[size], m, steps, warmup))
             except Exception as e:
-                row["torchopt_ms"], row["torchopt_mib"] = None, f"failed: {type(e).__name__}: {e}"[:80]
+                row["torchopt_ms"], row["torchopt_mib"] = (
+                    None, f"failed: {type(e).__name__}: {e}"[:80])
             if row.get("betty_ms"):
                 row["ours/betty"] = row["ours_ms"] / row["betty_ms"]
             if isinstance(row.get("compiled_ms"), float):
@@ -196,6 +198,7 @@ def _ms(result: tuple) -> tuple:
 
 COLUMNS = [("size", "classifier (params)"), ("method", "method"), ("ours_ms", "ours eager (ms)"),
            ("compiled_ms", "ours compiled (ms)"), ("betty_ms", "Betty (ms)"),
-           ("ours/betty", "ours / Betty"), ("torchopt_ms", "TorchOpt (ms)"), ("eager/compiled", "eager / compiled"),
+           ("ours/betty", "ours / Betty"), ("torchopt_ms", "TorchOpt (ms)"),
+           ("eager/compiled", "eager / compiled"),
            ("ours_mib", "ours peak (MiB)"), ("betty_mib", "Betty peak (MiB)"),
            ("torchopt_mib", "TorchOpt peak (MiB)")]

@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--outdir", default=str(HERE / "results"))
     ap.add_argument("--backend", default=None,
-                    help="torch.compile backend of the floor suite (inductor; aot_eager with --quick)")
+                    help="torch.compile backend of the floor suite "
+                         "(inductor; aot_eager with --quick)")
     a = ap.parse_args()
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # see the module docstring
         os.execve(sys.executable, [sys.executable, *sys.argv],

@@ -1,9 +1,9 @@
 """Unrolled reverse mode: peak memory and time vs unroll length T, plain vs checkpointed.
 
-Per-parameter weight decay λ on an MLP 784-256-10 (batch 500): L = CE(train) + ½ Σ λ θ², F = CE(val),
-``hypergrad.unrolled(T, sgd)`` plain and with ``checkpoint_every = round(√T)``. Peak memory is what
-one hypergradient adds (``_common.PeakMemory``), measured in a fresh process per configuration
-(in a long-lived one, memory freed by earlier runs hides part of the next peak).
+Per-parameter weight decay λ on an MLP 784-256-10 (batch 500): L = CE(train) + ½ Σ λ θ²,
+F = CE(val), ``hypergrad.unrolled(T, sgd)`` plain and with ``checkpoint_every = round(√T)``. Peak
+memory is what one hypergradient adds (``_common.PeakMemory``), measured in a fresh process per
+configuration (in a long-lived one, memory freed by earlier runs hides part of the next peak).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def setup():
     xt, yt = torch.randn(500, 784, generator=g), torch.randint(0, 10, (500,), generator=g)
     xv, yv = torch.randn(500, 784, generator=g), torch.randint(0, 10, (500,), generator=g)
     inner = lambda th, lam: F.cross_entropy(net(th, xt), yt) + 0.5 * sum(  # noqa: E731
-        (l * t ** 2).sum() for l, t in zip(tree.leaves(lam), tree.leaves(th)))
+        (lv * t ** 2).sum() for lv, t in zip(tree.leaves(lam), tree.leaves(th)))
     outer = lambda th, lam: F.cross_entropy(net(th, xv), yv)  # noqa: E731
     return inner, outer, net.params, tree.map(lambda t: torch.full_like(t, 1e-3), net.params)
 

@@ -52,7 +52,8 @@ def _unpacked(flat: torch.Tensor, tensors: list, idx: list, out: list) -> None:
 
 def mean_(tensors: list, group: Optional[Any] = None) -> list:
     """The mean over ranks of each floating tensor (others returned as they are); one
-    all-reduce per (device, dtype). Not differentiable (see ``mlo._replicate`` for the autograd form)."""
+    all-reduce per (device, dtype). Not differentiable (see ``mlo._replicate`` for the autograd
+    form)."""
     w = world_size(group)
     out = list(tensors)
     if w == 1:

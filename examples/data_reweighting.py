@@ -95,12 +95,13 @@ def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, f
     torch.manual_seed(seed)
     net = bnn.functional(nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 10)))
     cls = standardized(net, a.standardize)
-    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1), nn.Sigmoid()))
+    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1),
+                                      nn.Sigmoid()))
     # under torchrun every rank draws the same global batches (same seed) and keeps its slice;
     # full batches only, so that each splits evenly
     ddp = dist.is_initialized()
-    train = DataLoader(TensorDataset(*splits.train), batch_size=a.batch, shuffle=True, drop_last=ddp,
-                       collate_fn=shifted(a.shift))
+    train = DataLoader(TensorDataset(*splits.train), batch_size=a.batch, shuffle=True,
+                       drop_last=ddp, collate_fn=shifted(a.shift))
     meta = DataLoader(TensorDataset(*splits.meta), batch_size=a.batch, shuffle=True, drop_last=ddp)
     lr = optim.multistep(a.lr, [round(f * a.steps) for f in a.lr_drops], 0.1)
     sgd = optim.sgd(lr, momentum=0.9, weight_decay=a.weight_decay)

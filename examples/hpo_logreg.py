@@ -89,8 +89,8 @@ def grid_baseline(train, val, test, grid, iters):
         if best is None or val_loss < best[0]:
             best = (val_loss, log_decay, theta)
     val_loss, log_decay, theta = best
-    return {"val_loss": val_loss, "val_acc": accuracy(theta, val), "test_acc": accuracy(theta, test),
-            "decay": math.exp(log_decay)}
+    return {"val_loss": val_loss, "val_acc": accuracy(theta, val),
+            "test_acc": accuracy(theta, test), "decay": math.exp(log_decay)}
 
 
 def learn(train, val, test, lam0, steps, cg_iters, inner_iters, lr, log):
@@ -128,12 +128,14 @@ def main() -> None:
         a.seeds, a.n_train, a.n_val, a.steps, a.cg_iters, a.inner_iters = [0], 200, 200, 3, 5, 15
     torch.set_num_threads(min(2, torch.get_num_threads()))
     grid = [math.log(v) for v in (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)]
-    rows = {"grid-searched single decay": [], "learned single decay": [], "learned per-pixel decay": []}
+    rows = {"grid-searched single decay": [], "learned single decay": [],
+            "learned per-pixel decay": []}
     t0 = time.time()
     for seed in a.seeds:
         train, val, test = splits(seed, a.n_train, a.n_val)
         print(f"seed {seed}: train {len(train[1])}, val {len(val[1])}, test {len(test[1])}")
-        rows["grid-searched single decay"].append(grid_baseline(train, val, test, grid, a.inner_iters))
+        rows["grid-searched single decay"].append(grid_baseline(train, val, test, grid,
+                                                                a.inner_iters))
         lam0 = torch.tensor(math.log(1e-3), dtype=torch.float64)
         rows["learned single decay"].append(learn(train, val, test, lam0, a.steps, a.cg_iters,
                                                   a.inner_iters, a.lr, log=False))

@@ -124,7 +124,8 @@ def run_vmapped(seeds: list, learned: bool, a: argparse.Namespace, datas: list) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (0 with --quick)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="default 0 1 2 (0 with --quick)")
     ap.add_argument("--method", default="cg", choices=list(METHODS))
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=100)
@@ -144,7 +145,8 @@ def main() -> None:
         a.steps = 5
     a.seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    rows, t0 = {"fixed decay 5e-4": [], f"learned per-parameter decay ({a.method})": []}, time.time()
+    rows, t0 = ({"fixed decay 5e-4": [], f"learned per-parameter decay ({a.method})": []},
+                time.time())
     datas = [splits(seed, a.n_train, a.n_val) for seed in a.seeds]
     for learned, name in zip((False, True), rows):
         t = time.time()
@@ -163,7 +165,8 @@ def main() -> None:
         accs = [100 * r["test_acc"] for r in rs]
         stats = " | ".join(f"{statistics.mean(r[k] for r in rs):.2e}" if k in rs[0] else "-"
                            for k in ("decay_mean", "decay_median", "decay_max"))
-        zero = f"{100 * statistics.mean(r['decay_zero'] for r in rs):.0f}%" if "decay_zero" in rs[0] else "-"
+        zero = (f"{100 * statistics.mean(r['decay_zero'] for r in rs):.0f}%"
+                if "decay_zero" in rs[0] else "-")
         print(f"| {name} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {stats} | {zero} |")
     if a.json:
         with open(a.json, "w") as f:

@@ -175,7 +175,8 @@ def main() -> None:
                   f"{100 * r['acc_at_init']:.2f} | {100 * r['acc_train_classes']:.2f} |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": time.time() - t0, "results": results}, f, indent=1)
+            json.dump({"args": vars(a), "seconds": time.time() - t0, "results": results}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":

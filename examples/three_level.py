@@ -1,4 +1,5 @@
-r"""Three levels: per-example weights above a weight decay above a classifier, on noisy MNIST labels.
+r"""Three levels: per-example weights above a weight decay above a classifier, on noisy MNIST
+labels.
 
 Bottom (classifier θ, MLP 784-100-10, SGD + momentum) minimizes the weighted, regularized loss
     L_1(θ; ρ, φ) = Σ_i w(ℓ_i; φ) ℓ_i(θ) / Σ_i w(ℓ_i; φ) + ½ e^ρ |θ|²
@@ -47,11 +48,13 @@ VERSIONS = {"classifier": (False, False, False), "decay>classifier": (True, Fals
 
 def noisy_splits(seed: int, n_train: int, n_val: int, noise: float):
     """Disjoint random splits of the bundled digits; ``noise`` of the train labels redrawn
-    uniformly among the other classes. Returns (train X, noisy y, clean mask), val A, val B, test."""
+    uniformly among the other classes. Returns (train X, noisy y, clean mask), val A, val B,
+    test."""
     X, y = mnist10k()
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
-    tr, va, vb = perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:n_train + 2 * n_val]
+    tr, va, vb = (perm[:n_train], perm[n_train:n_train + n_val],
+                  perm[n_train + n_val:n_train + 2 * n_val])
     te = perm[n_train + 2 * n_val:]
     flip = torch.rand(n_train, generator=g) < noise
     shift = torch.randint(1, 10, (n_train,), generator=g)
@@ -63,7 +66,8 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
     learn_decay, learn_weights, nested = VERSIONS[version]
     torch.manual_seed(seed)
     cls = bnn.functional(nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10)))
-    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1), nn.Sigmoid()))
+    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1),
+                                      nn.Sigmoid()))
     (Xtr, ytr, clean), val_a, val_b, test = data
     loader = lambda *d: DataLoader(TensorDataset(*d), batch_size=a.batch, shuffle=True)  # noqa: E731
     rho0 = torch.tensor(math.log(a.decay))
@@ -111,7 +115,8 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
                                       if a.logdir else None))
     theta = r.params["classifier"]
     with torch.no_grad():
-        out = {"seed": seed, "test_acc": float((cls(theta, test[0]).argmax(1) == test[1]).float().mean()),
+        out = {"seed": seed,
+               "test_acc": float((cls(theta, test[0]).argmax(1) == test[1]).float().mean()),
                "decay": float(torch.exp(r.params.get("decay", rho0)))}
         if learn_weights:
             losses = F.cross_entropy(cls(theta, Xtr), ytr, reduction="none")
@@ -164,8 +169,9 @@ def print_table(results: dict, a: argparse.Namespace, elapsed: float) -> None:
     sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     mean = lambda rs, k: statistics.mean(r[k] for r in rs)  # noqa: E731
     base = {r["seed"]: r["test_acc"] for r in results.get("classifier", [])}
-    print(f"\nMNIST 10k, {a.n_train} train labels with {a.noise:.0%} corrupted, 2 x {a.n_val} clean "
-          f"validation, {a.steps} steps, {len(a.seeds)} seed(s), {elapsed:.0f} s\n")
+    print(f"\nMNIST 10k, {a.n_train} train labels with {a.noise:.0%} corrupted, "
+          f"2 x {a.n_val} clean validation, {a.steps} steps, {len(a.seeds)} seed(s), "
+          f"{elapsed:.0f} s\n")
     print("| levels | test acc (%) | gain vs one level (pts, per seed) | decay | weight clean / "
           "corrupted | s / run |")
     print("|---|---|---|---|---|---|")

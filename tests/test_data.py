@@ -43,7 +43,8 @@ def test_task_sampler_shapes_labels_and_disjointness():
         # every support image of label k has the same original class as the queries of label k
         for k in range(5):
             orig = lambda imgs: {int(y[(X == im).all(1)][0]) for im in imgs}  # noqa: E731
-            assert orig(t.support_x[i][t.support_y[i] == k]) == orig(t.query_x[i][t.query_y[i] == k])
+            assert (orig(t.support_x[i][t.support_y[i] == k])
+                    == orig(t.query_x[i][t.query_y[i] == k]))
             assert orig(t.support_x[i][t.support_y[i] == k]) <= {5, 6, 7, 8, 9}
     same = sampler.sample(8, torch.Generator().manual_seed(0))
     assert torch.equal(same.query_x, t.query_x)

@@ -23,8 +23,9 @@ ALL = {"cg": hg.cg(3), "neumann": hg.neumann(3, 0.5), "darts": hg.darts(), "exac
 
 @pytest.mark.parametrize("name", ALL)
 def test_outer_loss_ignoring_inner_params(name):
-    with pytest.raises(ValueError, match=r"`outer_loss` does not depend on `inner_params`, so its "
-                                         r"gradient would be a silent zero\. Make `outer_loss` use"):
+    with pytest.raises(ValueError,
+                       match=r"`outer_loss` does not depend on `inner_params`, so its "
+                             r"gradient would be a silent zero\. Make `outer_loss` use"):
         hg.grad(lambda th, lam: (lam ** 2).sum(), inner, ALL[name])(THETA, LAM)
 
 
@@ -32,7 +33,8 @@ def test_outer_loss_ignoring_inner_params(name):
 def test_inner_loss_ignoring_inner_params(name):
     match = r"does not depend on `(inner|outer)_params`|does not depend on `inner_params`"
     with pytest.raises(ValueError, match=match):
-        hg.grad(outer, lambda th, lam: (lam ** 2).sum() + 0 * th.sum().detach(), ALL[name])(THETA, LAM)
+        hg.grad(outer, lambda th, lam: (lam ** 2).sum() + 0 * th.sum().detach(),
+                ALL[name])(THETA, LAM)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -56,31 +58,38 @@ def test_non_scalar_loss(name):
     with pytest.raises(ValueError, match=r"`inner_loss` must return a scalar float tensor\. "
                                          r"Got a tensor of shape \(3,\)\. Reduce the loss"):
         hg.grad(outer, lambda th, lam: (th - lam) ** 2, ALL[name])(THETA, LAM)
-    with pytest.raises(ValueError, match=r"`outer_loss` must return a scalar float tensor\. Got float"):
+    with pytest.raises(ValueError,
+                       match=r"`outer_loss` must return a scalar float tensor\. Got float"):
         hg.grad(lambda th, lam: 1.0, inner, ALL[name])(THETA, LAM)
 
 
 def test_non_float_leaves():
     g = hg.grad(outer, inner, hg.cg(3))
-    with pytest.raises(ValueError, match=r"hypergrad\.grad\(outer_loss, inner_loss, method\): leaf .* "
-                                         r"of `inner_params` is not a floating-point tensor\. Got Tensor torch\.int64"):
+    with pytest.raises(ValueError,
+                       match=r"hypergrad\.grad\(outer_loss, inner_loss, method\): leaf .* "
+                             r"of `inner_params` is not a floating-point tensor\. "
+                             r"Got Tensor torch\.int64"):
         g(torch.ones(3, dtype=torch.int64), LAM)
-    with pytest.raises(ValueError, match=r"leaf .* of `outer_params` is not a floating-point tensor"):
+    with pytest.raises(ValueError,
+                       match=r"leaf .* of `outer_params` is not a floating-point tensor"):
         g(THETA, {"lam": LAM, "n": 3})
 
 
 def test_mismatched_pytrees():
     g = hg.grad(outer, inner, hg.cg(3))
-    with pytest.raises(ValueError, match=r"`init` and `inner_params` are pytrees of different structure"):
+    with pytest.raises(ValueError,
+                       match=r"`init` and `inner_params` are pytrees of different structure"):
         g(THETA, LAM, init={"x": THETA})
     with pytest.raises(ValueError, match=r"differ in shape\. Got \(2,\) vs \(3,\)"):
         g(THETA, LAM, init=torch.ones(2, dtype=F64))
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: hg.unrolled(-1, optim.sgd(0.1)), r"hypergrad\.unrolled.*`steps` must be an integer >= 0\. Got -1"),
+    (lambda: hg.unrolled(-1, optim.sgd(0.1)),
+     r"hypergrad\.unrolled.*`steps` must be an integer >= 0\. Got -1"),
     (lambda: hg.unrolled(0, optim.sgd(0.1)), r"`steps` must be >= 1 to differentiate"),
-    (lambda: hg.unrolled(5, optim.sgd(0.1), checkpoint_every=-2), r"`checkpoint_every` must be an integer >= 0"),
+    (lambda: hg.unrolled(5, optim.sgd(0.1), checkpoint_every=-2),
+     r"`checkpoint_every` must be an integer >= 0"),
     (lambda: hg.neumann(steps=-1), r"linsolve\.neumann.*`steps` must be an integer >= 0"),
     (lambda: hg.neumann(steps=3, alpha=-0.5), r"`alpha` must be a number > 0\. Got -0\.5"),
     (lambda: hg.cg(maxiter=-3), r"`maxiter` must be an integer >= 0\. Got -3"),
@@ -95,7 +104,9 @@ def test_bad_configuration(make, match):
     (lambda: hg.unrolled(5, torch.optim.SGD([torch.ones(1)], 0.1)),
      r"`optimizer` must be a betty_func\.optim optimizer\. Got SGD\. Pass e\.g\. optim\.sgd"),
     (lambda: hg.grad(outer, "inner", hg.cg()), r"`inner_loss` must be callable\. Got str"),
-    (lambda: hg.grad(outer, inner, "cg"), r"`method` must be a hypergradient method \(an object with the method protocol's `pullback`\)\. Got str"),
+    (lambda: hg.grad(outer, inner, "cg"),
+     r"`method` must be a hypergradient method "
+     r"\(an object with the method protocol's `pullback`\)\. Got str"),
 ])
 def test_wrong_kind_of_object(make, match):
     with pytest.raises(TypeError, match=match):

@@ -25,7 +25,8 @@ def run_quick(script: str, tmp_path: Path, *extra: str) -> tuple[dict, str]:
 
 def test_hpo_logreg_quick(tmp_path):
     table, stdout = run_quick("hpo_logreg.py", tmp_path)
-    assert set(table) == {"grid-searched single decay", "learned single decay", "learned per-pixel decay"}
+    assert set(table) == {"grid-searched single decay", "learned single decay",
+                          "learned per-pixel decay"}
     for rows in table.values():
         assert all(0.5 < r["test_acc"] <= 1.0 for r in rows)
     assert "| learned per-pixel decay |" in stdout
@@ -86,7 +87,8 @@ def test_hpo_weight_decay_vmapped_seeds_equal_sequential_runs(tmp_path):
                        "--vmap")
     for name in seq:
         for a, b in zip(seq[name], vec[name]):
-            assert a["seed"] == b["seed"] and a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-3)
+            assert (a["seed"] == b["seed"]
+                    and a["test_acc"] == pytest.approx(b["test_acc"], abs=1e-3))
             if "decay_mean" in a:
                 assert a["decay_mean"] == pytest.approx(b["decay_mean"], rel=1e-4)
 
@@ -112,7 +114,8 @@ def test_bundled_data_and_missing_path(tmp_path):
     from betty_func.data import mnist10k
     X, y = mnist10k()
     assert X.shape == (10000, 784) and float(X.max()) == 1.0 and int(y.bincount()[5]) == 863
-    with pytest.raises(FileNotFoundError, match=r"data\.mnist10k\(path\): no file at '.*nope\.npz'"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"data\.mnist10k\(path\): no file at '.*nope\.npz'"):
         mnist10k(tmp_path / "nope.npz")
 
 

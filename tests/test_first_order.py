@@ -75,7 +75,7 @@ def test_first_order_in_hg_grad_is_the_direct_plus_the_inner_cotangent():
     with pytest.raises(ValueError, match=r"hypergrad\.grad\(outer_loss, inner_loss, "
                        r"hypergrad\.first_order\(\)\): "
                        r"`inner_params` and `outer_params` are pytrees of different structure"):
-        hg.grad(p.outer_loss, lambda th, l: p.inner_loss(th, l["x"]),
+        hg.grad(p.outer_loss, lambda th, lv: p.inner_loss(th, lv["x"]),
                 hg.first_order())(theta, {"x": lam})
 
 

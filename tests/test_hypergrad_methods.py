@@ -30,7 +30,7 @@ def test_closed_form_itself_matches_finite_differences(ridge):
                                   ridge.lam)
     assert res.ok and res.max_rel_error < 1e-6
     h = 1e-6  # and the closed form directly, coordinate by coordinate
-    phi = lambda l: ridge.outer_loss(ridge.solution(l), l)  # noqa: E731
+    phi = lambda lv: ridge.outer_loss(ridge.solution(lv), lv)  # noqa: E731
     fd = torch.stack([(phi(ridge.lam + h * e) - phi(ridge.lam - h * e)) / (2 * h)
                       for e in torch.eye(20, dtype=F64)])
     assert rel(ridge.hypergrad(ridge.lam), fd) < 1e-7
@@ -43,7 +43,8 @@ def test_cg_with_dim_iterations_is_exact(d):
 
 
 def test_cg_error_falls_with_iterations(ridge):
-    errs = [rel(hypergrad(ridge, hg.cg(maxiter=k)), ridge.hypergrad(ridge.lam)) for k in (1, 4, 8, 16)]
+    errs = [rel(hypergrad(ridge, hg.cg(maxiter=k)), ridge.hypergrad(ridge.lam))
+            for k in (1, 4, 8, 16)]
     assert all(a > b for a, b in zip(errs, errs[1:])) and errs[-1] < 1e-3 * errs[0]
 
 
@@ -66,7 +67,8 @@ def test_neumann_equals_truncated_series_and_error_falls(ridge):
     exact = ridge.hypergrad(ridge.lam)
     errs = []
     for k in (1, 5, 50, 500):
-        series = alpha * sum(np.linalg.matrix_power(np.eye(20) - alpha * A, j) @ v for j in range(k + 1))
+        series = alpha * sum(np.linalg.matrix_power(np.eye(20) - alpha * A, j) @ v
+                             for j in range(k + 1))
         target = -theta * torch.from_numpy(series)  # ridge: mixed term B^T p = θ ⊙ p
         g = hypergrad(ridge, hg.neumann(steps=k, alpha=alpha))
         assert rel(g, target) < 1e-10
@@ -86,7 +88,7 @@ def test_finite_difference_error_is_second_order():
     """On an inner loss that is not quadratic in θ the error falls 4x when eps halves."""
     g = torch.Generator().manual_seed(3)
     theta, lam, p = (torch.randn(6, generator=g, dtype=F64) for _ in range(3))
-    L = lambda th, l: (l * torch.cosh(th)).sum()  # noqa: E731  (∂²L/∂λ∂θ p = sinh(θ) ⊙ p)
+    L = lambda th, lv: (lv * torch.cosh(th)).sum()  # noqa: E731  (∂²L/∂λ∂θ p = sinh(θ) ⊙ p)
     truth = torch.sinh(theta) * p
     g_theta, g_lam = grad(L, argnums=0), grad(L, argnums=1)
     errs = [rel(hg.finite_difference(eps)(g_theta, g_lam, theta, lam, p), truth)
@@ -133,7 +135,8 @@ def test_checkpointed_unrolled_replays_randomness(ridge):
     for every in (0, 3):
         torch.manual_seed(7)
         out.append(hg.grad(ridge.outer_loss, noisy_inner,
-                           hg.unrolled(9, optim.sgd(0.02), checkpoint_every=every))(theta0, ridge.lam))
+                           hg.unrolled(9, optim.sgd(0.02), checkpoint_every=every))(theta0,
+                                                                                     ridge.lam))
     assert rel(out[1], out[0]) < 1e-12
 
 
@@ -156,7 +159,7 @@ def test_finite_difference_shares_randomness(batched):
     """∇λL under a dropout mask m: (m(θ+εp))² - (m(θ-εp))² over 4ε is m²θp only if both signs
     see the same mask; with p = 1 every coordinate must be 0 or 4θ."""
     theta, lam = torch.linspace(1, 2, 200, dtype=F64), torch.ones(200, dtype=F64)
-    L = lambda th, l: 0.5 * (l * torch.nn.functional.dropout(th, 0.5) ** 2).sum()  # noqa: E731
+    L = lambda th, lv: 0.5 * (lv * torch.nn.functional.dropout(th, 0.5) ** 2).sum()  # noqa: E731
     m = hg.finite_difference(eps=0.01, batched=batched)(None, grad(L, argnums=1), theta, lam,
                                                         torch.ones(200, dtype=F64))
     zero, full = m.abs() < 1e-9, (m - 4 * theta).abs() < 1e-7
@@ -173,7 +176,8 @@ def test_info_diagnostics_and_warm_start(ridge):
     hv = hg.grad(ridge.outer_loss, ridge.inner_loss, hg.neumann(3, 0.01), return_info=True)
     _, info = hv(theta, ridge.lam)
     A = ridge.hessian(ridge.lam)
-    assert torch.isclose(info.residual_norm, (A @ info.solution - ridge.outer_grad_theta(theta)).norm())
+    assert torch.isclose(info.residual_norm,
+                         (A @ info.solution - ridge.outer_grad_theta(theta)).norm())
     _, uinfo = hg.grad(ridge.outer_loss, ridge.inner_loss, hg.unrolled(5, optim.sgd(0.01)),
                        return_info=True)(theta, ridge.lam)
     assert int(uinfo.iterations) == 5 and uinfo.residual_norm is None

@@ -117,11 +117,12 @@ def test_cg_batch_dims_with_one_scalar_per_task():
 
 def test_neumann_equals_truncated_series_and_converges():
     A, b = spd()
-    alpha, M, I = 1.0 / 35, A.numpy(), np.eye(12)
+    alpha, M, eye = 1.0 / 35, A.numpy(), np.eye(12)
     errs = []
     for k in (1, 5, 50, 400):
         x = from_tree(linsolve.neumann(steps=k, alpha=alpha)(tree_matvec(A), as_tree(b))).numpy()
-        series = alpha * sum(np.linalg.matrix_power(I - alpha * M, j) @ b.numpy() for j in range(k + 1))
+        series = alpha * sum(np.linalg.matrix_power(eye - alpha * M, j) @ b.numpy()
+                             for j in range(k + 1))
         assert np.allclose(x, series, rtol=1e-12, atol=1e-12)
         errs.append(np.linalg.norm(x - np.linalg.solve(M, b.numpy())))
     assert errs[0] > errs[1] > errs[2] > errs[3] and errs[3] < 1e-3 * errs[0]
@@ -149,7 +150,8 @@ def test_solvers_run_under_vmap():
 @pytest.mark.parametrize("make,match", [
     (lambda: linsolve.cg(maxiter=-1), r"linsolve\.cg.*`maxiter` must be an integer >= 0\. Got -1"),
     (lambda: linsolve.cg(tol=-1.0), r"`tol` must be a number >= 0"),
-    (lambda: linsolve.neumann(steps=3, alpha=0.0), r"linsolve\.neumann.*`alpha` must be a number > 0\. Got 0\.0"),
+    (lambda: linsolve.neumann(steps=3, alpha=0.0),
+     r"linsolve\.neumann.*`alpha` must be a number > 0\. Got 0\.0"),
     (lambda: linsolve.neumann(steps=3, alpha=-1.0), r"`alpha` must be a number > 0\. Got -1\.0"),
     (lambda: linsolve.neumann(steps=-2), r"`steps` must be an integer >= 0\. Got -2"),
     (lambda: linsolve.identity(0), r"`scale` must be a number > 0"),

@@ -130,7 +130,8 @@ def _count_all_reduces() -> dict:
     calls, real = [], dist.all_reduce
     dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), real(t, *a, **k))[1]
     try:
-        fit = lambda p, b: ((b[0] @ p["w"] + p["b"] - b[1][:, None]) ** 2).mean() + p["s"] ** 2
+        fit = lambda p, b: (  # noqa: E731
+            ((b[0] @ p["w"] + p["b"] - b[1][:, None]) ** 2).mean() + p["s"] ** 2)
         one = mlo.Problem("fit", fit, {"w": torch.zeros(12, 1, dtype=torch.float64),
                                        "b": torch.zeros(1, dtype=torch.float64),
                                        "s": torch.ones((), dtype=torch.float64)},
@@ -238,7 +239,8 @@ def test_compiling_a_data_parallel_step_is_refused_not_ignored(ranks):
 
 def test_resuming_on_another_world_size_is_refused(ranks):
     tmp, _ = ranks
-    with pytest.raises(ValueError, match=r"different number of processes.*world size 2 in .* 1 now"):
+    with pytest.raises(ValueError,
+                       match=r"different number of processes.*world size 2 in .* 1 now"):
         mlo.solve(*program("cg", noise=True), steps=STEPS,
                   checkpoint=mlo.Checkpoint(f"{tmp}/ckpt0", every=4, resume=True), **QUIET)
 
@@ -247,7 +249,8 @@ def test_ranks_that_disagree_on_the_program_all_stop_with_the_difference(ranks):
     _, (r0, r1) = ranks
     for r in (r0, r1):
         assert r["disagree"] is not None
-        assert "ranks disagree on the multilevel program (rank 0 vs rank 1, in inner)" in r["disagree"]
+        assert ("ranks disagree on the multilevel program (rank 0 vs rank 1, in inner)"
+                in r["disagree"])
 
 
 def test_rank_0_validates_and_every_rank_stops_alike(ranks):

@@ -22,8 +22,9 @@ def solve(problems, graph):
 
 
 @pytest.mark.parametrize("graph,match", [
-    ({"hi": ["clasifier"]}, r"solve\(problems, graph\): edge 'hi' -> 'clasifier' names no problem\. "
-                            r"Got have: \['hi', 'lo'\]"),
+    ({"hi": ["clasifier"]},
+     r"solve\(problems, graph\): edge 'hi' -> 'clasifier' names no problem\. "
+     r"Got have: \['hi', 'lo'\]"),
     ({"top": ["lo"]}, r"edge source 'top' names no problem"),
     ({"hi": ["lo"], "lo": ["hi"]}, r"the graph has a cycle: (hi -> lo -> hi|lo -> hi -> lo)\. "
                                    r"Multilevel programs must be acyclic"),
@@ -52,11 +53,13 @@ def test_reads_must_be_related_problems():
     lo, hi = lo_hi()
     side = P("side", lambda p, b, *, lo: (p * lo).sum())
     top = P("top", lambda p, b, *, hi: (p * hi).sum())
-    with pytest.raises(ValueError, match=r"the loss of 'side' reads 'lo', which is neither above nor "
-                                         r"below it\. Got related to 'side': \['top'\]"):
+    with pytest.raises(ValueError,
+                       match=r"the loss of 'side' reads 'lo', which is neither above nor "
+                             r"below it\. Got related to 'side': \['top'\]"):
         solve([lo, hi, side, top], {"hi": ["lo"], "top": ["hi", "side"]})
     typo = P("lo", lambda p, b, *, hii: (p * hii).sum())
-    with pytest.raises(ValueError, match=r"the loss of 'lo' has keyword `hii`, which names no problem"):
+    with pytest.raises(ValueError,
+                       match=r"the loss of 'lo' has keyword `hii`, which names no problem"):
         solve([typo, hi], {"hi": ["lo"]})
 
 
@@ -90,7 +93,8 @@ def test_lower_ignoring_upper_is_an_error_not_a_zero():
     (lambda: mlo.Problem("a b", lambda p, b: p.sum(), Z, optim.sgd(0.1)),
      r"`name` must be a valid Python identifier"),
     (lambda: mlo.Problem("x", lambda p, b: p.sum(), {"n": torch.tensor([1])}, optim.sgd(0.1)),
-     r"mlo\.Problem\('x', loss, params, optimizer\): leaf .* of `params` is not a floating-point tensor"),
+     r"mlo\.Problem\('x', loss, params, optimizer\): leaf .* of `params` "
+     r"is not a floating-point tensor"),
     (lambda: mlo.Problem("x", lambda p, b: p.sum(), Z, torch.optim.SGD),
      r"`optimizer` must be a betty_func\.optim optimizer"),
     (lambda: mlo.Problem("x", lambda p: p.sum(), Z, optim.sgd(0.1)),

@@ -103,7 +103,8 @@ def test_early_stopping_and_roll_back():
                                             roll_back=True), **QUIET)
     assert r.step == 5 and r.best == {"score": 1.0}
     at3 = mlo.solve(problems, graph, steps=3, **QUIET)
-    assert torch.equal(r.params["hi"], at3.params["hi"]) and torch.equal(r.params["lo"], at3.params["lo"])
+    assert (torch.equal(r.params["hi"], at3.params["hi"])
+            and torch.equal(r.params["lo"], at3.params["lo"]))
     assert [v for _, v in r.history["validation/score"]] == [3.0, 2.0, 1.0, 2.0, 3.0]
 
 
@@ -136,7 +137,8 @@ def test_darts_on_the_middle_level_equals_its_exact_mixed_counterpart():
 
 def test_unrolled_on_the_middle_level_matches_closed_form():
     """Middle unrolled (1 SGD step, lr η) with the bottom implicit: the top's hypergradient is
-    μθ_T + (ηR)ᵀ[(θ_M - c) + Aᵀ(θ_B - f)] with A = H_B⁻¹P (chain: the bottom does not read the top)."""
+    μθ_T + (ηR)ᵀ[(θ_M - c) + Aᵀ(θ_B - f)] with A = H_B⁻¹P (chain: the bottom does not read the
+    top)."""
     nz = Nested(0.0)
     eta = 0.05
     opt = optim.sgd(eta)

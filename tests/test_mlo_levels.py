@@ -29,8 +29,9 @@ def test_first_upper_update_is_minus_exact_hypergradient():
 
 
 def isotropic(h=2.0, n=6, m=3, mu=0.1, seed=0):
-    """L = h/2 |θ|² - θᵀBλ (θ* = Bλ/h), F = ½|θ - c|² + μ/2 |λ|²: one SGD step with lr 1/h lands on θ*,
-    and the identity approximation with scale 1/h is exact, so every method has the same fixed point."""
+    """L = h/2 |θ|² - θᵀBλ (θ* = Bλ/h), F = ½|θ - c|² + μ/2 |λ|²: one SGD step with lr 1/h lands
+    on θ*, and the identity approximation with scale 1/h is exact, so every method has the same
+    fixed point."""
     g = torch.Generator().manual_seed(seed)
     B, c = torch.randn(n, m, generator=g, dtype=F64), torch.randn(n, generator=g, dtype=F64)
     M = B / h
@@ -115,7 +116,8 @@ class Nested:
         return 0.5 * b @ (self.HB @ b) - b @ (self.P @ middle + self.Q @ top)
 
     def lm(self, m, batch, *, bottom, top):
-        return 0.5 * m @ (self.HM @ m) - m @ (self.R @ top) + 0.5 * self.w * ((bottom - self.e) ** 2).sum()
+        return (0.5 * m @ (self.HM @ m) - m @ (self.R @ top)
+                + 0.5 * self.w * ((bottom - self.e) ** 2).sum())
 
     def lt(self, t, batch, *, middle, bottom):
         return 0.5 * ((middle - self.c) ** 2).sum() + 0.5 * ((bottom - self.f) ** 2).sum() + \
@@ -186,7 +188,7 @@ def test_method_per_edge_overrides_the_problem_default():
     p = testing.ridge(d=20, kappa=30.0)
     exact = ridge_problems(p, {"upper": hg.cg(maxiter=40)})
     rough = ridge_problems(p, {"upper": hg.cg(maxiter=2)})
-    run = lambda ps: mlo.solve(ps, {"upper": ["lower"]}, steps=1,
+    run = lambda ps: mlo.solve(ps, {"upper": ["lower"]}, steps=1,  # noqa: E731
                                logging=mlo.Logging(progress=False, console=False)).params["upper"]
     assert rel(run(exact) - p.lam, -p.hypergrad(p.lam)) < 1e-8
     assert rel(run(rough) - p.lam, -p.hypergrad(p.lam)) > 1e-3
@@ -196,7 +198,8 @@ class Chain:
     """top > mid > low, the structure that crashed the Function-based scheduler: the middle's
     loss reads its upper and its lower, the top reads the middle only, the bottom its upper.
 
-    L_low = ½ lᵀH_l l - lᵀP m,   L_mid = ½ mᵀH_m m - mᵀR t + ½ w |l - e|²,   L_top = ½|m - c|² + ½μ|t|²
+    L_low = ½ lᵀH_l l - lᵀP m,   L_mid = ½ mᵀH_m m - mᵀR t + ½ w |l - e|²,
+    L_top = ½|m - c|² + ½μ|t|²
     """
 
     def __init__(self, nl=5, nm=4, nt=3, w=0.7, mu=0.2, seed=1):
@@ -207,11 +210,12 @@ class Chain:
         self.P, self.R, self.e, self.c = r(nl, nm), r(nm, nt), r(nl), r(nm)
         self.w, self.mu, self.t0 = w, mu, r(nt)
 
-    def low(self, l, batch, *, mid):
-        return 0.5 * l @ (self.Hl @ l) - l @ (self.P @ mid)
+    def low(self, lv, batch, *, mid):
+        return 0.5 * lv @ (self.Hl @ lv) - lv @ (self.P @ mid)
 
     def mid(self, m, batch, *, low, top):
-        return 0.5 * m @ (self.Hm @ m) - m @ (self.R @ top) + 0.5 * self.w * ((low - self.e) ** 2).sum()
+        return (0.5 * m @ (self.Hm @ m) - m @ (self.R @ top)
+                + 0.5 * self.w * ((low - self.e) ** 2).sum())
 
     def top(self, t, batch, *, mid):
         return 0.5 * ((mid - self.c) ** 2).sum() + 0.5 * self.mu * (t ** 2).sum()

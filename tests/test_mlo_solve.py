@@ -28,7 +28,8 @@ def test_single_problem_equals_hand_written_loop():
     X, y = digits(96)
     loader = DataLoader(TensorDataset(X, y), batch_size=32, shuffle=True)
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(784, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10)).double()
+    net = nn.Sequential(nn.Linear(784, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                        nn.Linear(16, 10)).double()
     ref = copy.deepcopy(net)
     f = bnn.functional(net)
 

@@ -71,7 +71,9 @@ def test_load_and_errors():
     assert torch.equal(net.weight, torch.zeros(2, 3))
     with pytest.raises(ValueError, match=r"nn\.load.*names \['wieght'\] are not in the module"):
         bnn.load(net, {"wieght": torch.zeros(2, 3)})
-    with pytest.raises(ValueError, match=r"shape of 'weight' differs\. Got \(3, 2\) vs module's \(2, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"shape of 'weight' differs\. Got \(3, 2\) vs module's \(2, 3\)"):
         bnn.load(net, {"weight": torch.zeros(3, 2)})
-    with pytest.raises(TypeError, match=r"nn\.functional\(module\): `module` must be a torch\.nn\.Module"):
+    with pytest.raises(TypeError,
+                       match=r"nn\.functional\(module\): `module` must be a torch\.nn\.Module"):
         bnn.functional(lambda x: x)

@@ -54,7 +54,8 @@ CASES = [
     ("sgd_nesterov", lambda: optim.sgd(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
      lambda ps: torch.optim.SGD(ps, 0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
     ("adam", lambda: optim.adam(1e-2), lambda ps: torch.optim.Adam(ps, 1e-2)),
-    ("adam_wd_amsgrad", lambda: optim.adam(1e-2, betas=(0.8, 0.99), weight_decay=1e-2, amsgrad=True),
+    ("adam_wd_amsgrad",
+     lambda: optim.adam(1e-2, betas=(0.8, 0.99), weight_decay=1e-2, amsgrad=True),
      lambda ps: torch.optim.Adam(ps, 1e-2, betas=(0.8, 0.99), weight_decay=1e-2, amsgrad=True)),
     ("adamw", lambda: optim.adamw(1e-2, weight_decay=0.1),
      lambda ps: torch.optim.AdamW(ps, 1e-2, weight_decay=0.1)),
@@ -145,7 +146,8 @@ def test_gradient_through_five_adam_steps_matches_finite_differences():
 
 
 def test_zero_gradient_gives_finite_derivatives():
-    """Adam's sqrt(v) at v = 0 must not turn into NaN in reverse mode (higher #125, TorchOpt #26)."""
+    """Adam's sqrt(v) at v = 0 must not turn into NaN in reverse mode (higher #125, TorchOpt
+    #26)."""
     opt = optim.adam(0.1)
     w = torch.zeros(3, dtype=F64)
 
@@ -160,10 +162,12 @@ def test_zero_gradient_gives_finite_derivatives():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: optim.sgd(-0.1), r"optim\.sgd.*`lr` must be a finite number >= 0 or a schedule.*Got -0\.1"),
+    (lambda: optim.sgd(-0.1),
+     r"optim\.sgd.*`lr` must be a finite number >= 0 or a schedule.*Got -0\.1"),
     (lambda: optim.sgd(0.1, momentum=1.5), r"`momentum` must be a number in \[0, 1\)\. Got 1\.5"),
     (lambda: optim.sgd(0.1, nesterov=True), r"Nesterov momentum needs momentum > 0"),
-    (lambda: optim.adam(1e-3, betas=(0.9, 1.0)), r"optim\.adam.*`betas\[1\]` must be a number in \[0, 1\)"),
+    (lambda: optim.adam(1e-3, betas=(0.9, 1.0)),
+     r"optim\.adam.*`betas\[1\]` must be a number in \[0, 1\)"),
     (lambda: optim.adamw(1e-3, weight_decay=-1), r"`weight_decay` must be a number >= 0\. Got -1"),
     (lambda: optim.multistep(0.1, [5, 2]), r"`milestones` must be increasing"),
     (lambda: optim.cosine(0.1, 0), r"`total_steps` must be >= 1"),

@@ -9,7 +9,8 @@ F64 = torch.float64
 
 def test_check_passes_exact_and_fails_approximations():
     p = testing.ridge(d=12, kappa=30.0, n_train=36)
-    assert testing.check_hypergrad(hg.cg(maxiter=12), p.outer_loss, p.inner_loss, p.solution, p.lam).ok
+    assert testing.check_hypergrad(hg.cg(maxiter=12), p.outer_loss, p.inner_loss, p.solution,
+                                   p.lam).ok
     for wrong in (hg.darts(), hg.cg(maxiter=2), hg.neumann(2, 0.01)):
         res = testing.check_hypergrad(wrong, p.outer_loss, p.inner_loss, p.solution, p.lam,
                                       raise_exception=False)

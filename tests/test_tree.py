@@ -60,7 +60,8 @@ def test_partition_combine_roundtrip_with_namedtuple():
 
 
 def test_check_same_structure_error():
-    with pytest.raises(ValueError, match=r"api: `a` and `b` are pytrees of different structure\. Got"):
+    with pytest.raises(ValueError,
+                       match=r"api: `a` and `b` are pytrees of different structure\. Got"):
         tree.check_same("api", {"w": torch.ones(2)}, {"v": torch.ones(2)}, ("a", "b"))
 
 

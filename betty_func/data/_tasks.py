@@ -55,8 +55,10 @@ class TaskSampler:
         for label, c in enumerate(chosen.tolist()):
             idx = self.by_class[c]
             pick = idx[torch.randperm(len(idx), generator=gen)[:self.shots + self.queries]]
-            sx.append(pick[:self.shots]); qx.append(pick[self.shots:])
-            sy += [label] * self.shots; qy += [label] * self.queries
+            sx.append(pick[:self.shots])
+            qx.append(pick[self.shots:])
+            sy += [label] * self.shots
+            qy += [label] * self.queries
         return (self.X[torch.cat(sx)], torch.tensor(sy), self.X[torch.cat(qx)], torch.tensor(qy))
 
     def sample(self, n_tasks: int, generator: Optional[torch.Generator] = None) -> Tasks:

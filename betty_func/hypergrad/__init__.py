@@ -17,6 +17,7 @@ from ._inner import Keyed, LossGrad, LossInner, Updates
 from ._method import HypergradInfo, Method
 from ._unrolled import Unrolled, unrolled
 
-__all__ = ["grad", "implicit", "Implicit", "LossGrad", "unrolled", "cg", "neumann", "darts", "exact", "exact_mixed",
-           "finite_difference", "reverse_over_reverse", "forward_over_reverse", "HypergradInfo",
-           "Method", "Unrolled", "LossInner", "Updates", "Keyed", "first_order", "FirstOrder"]
+__all__ = ["grad", "implicit", "Implicit", "LossGrad", "unrolled", "cg", "neumann", "darts",
+           "exact", "exact_mixed", "finite_difference", "reverse_over_reverse",
+           "forward_over_reverse", "HypergradInfo", "Method", "Unrolled", "LossInner", "Updates",
+           "Keyed", "first_order", "FirstOrder"]

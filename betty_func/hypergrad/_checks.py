@@ -93,8 +93,10 @@ def depends(api: str, name: str, loss: Loss, argname: str) -> Loss:
     """Wrap ``loss`` so that, inside a transform over ``argname``, independence raises an error."""
     def wrapped(*a: Any) -> torch.Tensor:
         out = scalar(api, name, loss(*a))
-        ensure(api, out.requires_grad, f"{_quote(name)} does not depend on {_quote(argname)}, so its "
-               "gradient would be a silent zero", f"Make {_quote(name)} use {_quote(argname)} (check "
+        ensure(api, out.requires_grad,
+               f"{_quote(name)} does not depend on {_quote(argname)}, so its "
+               "gradient would be a silent zero",
+               f"Make {_quote(name)} use {_quote(argname)} (check "
                "the argument order).")
         return out
     return wrapped

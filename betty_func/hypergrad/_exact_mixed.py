@@ -29,19 +29,21 @@ def exact_mixed() -> Callable[..., PyTree]:
         >>> import torch
         >>> from betty_func import hypergrad as hg
         >>> g_theta = lambda th, lam: lam * th          # ∇θ of (lam * th²).sum() / 2
-        >>> hg.exact_mixed()(g_theta, None, torch.ones(2), torch.ones(2), torch.full((2,), 3.0)).tolist()
+        >>> hg.exact_mixed()(g_theta, None, torch.ones(2), torch.ones(2),
+        ...                  torch.full((2,), 3.0)).tolist()
         [3.0, 3.0]
     """
     once = Once()
 
     def coupled(grad_theta: GradFn, theta: PyTree) -> GradFn:
-        def g(l: PyTree) -> PyTree:
-            out = grad_theta(theta, l)
+        def g(lv: PyTree) -> PyTree:
+            out = grad_theta(theta, lv)
             ensure_coupled(API, out, "inner_params", "outer_params", "the implicit part")
             return out
         return g
 
-    def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree, p: PyTree) -> PyTree:
+    def mixed(grad_theta: GradFn, grad_lam: GradFn, theta: PyTree, lam: PyTree,
+              p: PyTree) -> PyTree:
         return vjp(coupled(grad_theta, theta), lam)[1](p)[0]
 
     def check(grad_theta: GradFn, theta: PyTree, lam: PyTree) -> None:

@@ -38,8 +38,9 @@ def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
 
 def finite_difference(eps: float = 0.01,
                       batched: Optional[bool] = None) -> Callable[..., PyTree]:
-    r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`\approx (\nabla^2_{\lambda\theta} L)\,p`
-    by a central difference of :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
+    r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)``
+    :math:`\approx (\nabla^2_{\lambda\theta} L)\,p` by a central difference of
+    :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
 
     .. math:: \frac{\nabla_\lambda L(\theta + \epsilon p, \lambda)
               - \nabla_\lambda L(\theta - \epsilon p, \lambda)}{2\epsilon},

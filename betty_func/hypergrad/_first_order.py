@@ -68,7 +68,7 @@ class FirstOrder:
                         ("inner_params", "outer_params"))
         v, direct = outer_grads(API, outer_loss, theta, lam, args)
         inner = LossInner(API, inner_loss, args)
-        inner.start = lambda l: l  # noqa: E731  (the inner params start at the outer ones)
+        inner.start = lambda lv: lv  # noqa: E731  (the inner params start at the outer ones)
         back, info = self.pullback(inner, theta, lam, v, init, with_info)
         return tree.add(direct, back), info
 

@@ -15,7 +15,8 @@ API = "hypergrad.grad(outer_loss, inner_loss, method)"
 
 def grad(outer_loss: Loss, inner_loss: Loss, method: Method,
          return_info: bool = False) -> Callable[..., Any]:
-    r"""The hypergradient :math:`\frac{d}{d\lambda} F(\theta^*(\lambda), \lambda)` as a pure function.
+    r"""The hypergradient :math:`\frac{d}{d\lambda} F(\theta^*(\lambda), \lambda)` as a pure
+    function.
 
     Both losses are ``loss(inner_params, outer_params, *args) -> scalar``. The returned
     ``g(inner_params, outer_params, *args, init=None)`` gives a pytree shaped like

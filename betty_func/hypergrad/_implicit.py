@@ -17,7 +17,8 @@ PyTree = Any
 
 
 class Implicit:
-    r"""Hypergradient by the implicit function theorem at a stationary point θ* of the inner problem:
+    r"""Hypergradient by the implicit function theorem at a stationary point θ* of the inner
+    problem:
 
     .. math:: \frac{dF}{d\lambda} = \nabla_\lambda F - (\partial_\lambda g)^\top p,
               \qquad (\partial_\theta g)^\top p = \nabla_\theta F,
@@ -63,7 +64,7 @@ class Implicit:
     def response_jvp(self, inner: Any, theta: PyTree, lam: PyTree, dlam: PyTree) -> PyTree:
         r"""The first-order move of θ* when λ moves by ``dlam``:
         :math:`-(\partial_\theta g)^{-1}(\partial_\lambda g)\,d\lambda` (forward mode)."""
-        _, u = jvp(lambda l: inner.grad(theta, l), (lam,), (dlam,))
+        _, u = jvp(lambda lv: inner.grad(theta, lv), (lam,), (dlam,))
         matvec = lambda w: jvp(lambda th: inner.grad(th, lam), (theta,), (w,))[1]  # noqa: E731
         return self.solve(matvec, tree.neg(u))
 

@@ -38,8 +38,8 @@ def outer_grads(api: str, outer_loss: Loss, theta: PyTree, lam: PyTree,
     """
     loss = depends(api, "outer_loss", outer_loss, "inner_params")
 
-    def value_with_v(l: PyTree) -> tuple[torch.Tensor, PyTree]:
-        v, value = grad_and_value(loss)(theta, l, *args)
+    def value_with_v(lv: PyTree) -> tuple[torch.Tensor, PyTree]:
+        v, value = grad_and_value(loss)(theta, lv, *args)
         return value, v
 
     direct, v = grad(value_with_v, has_aux=True)(lam)

@@ -146,9 +146,9 @@ def _run(u: Updates, x: PyTree, theta: PyTree, state: PyTree, start: int,
 
 
 def _plain(api: str, F: Loss, u: Updates, lam: PyTree, args: tuple) -> tuple[PyTree, PyTree]:
-    def objective(l: PyTree) -> tuple[torch.Tensor, PyTree]:
-        theta = _run(u, l, u.theta0, u.state0, 0, u.steps)[0]
-        return value_depending(api, "outer_loss", F, theta, l, *args), theta
+    def objective(lv: PyTree) -> tuple[torch.Tensor, PyTree]:
+        theta = _run(u, lv, u.theta0, u.state0, 0, u.steps)[0]
+        return value_depending(api, "outer_loss", F, theta, lv, *args), theta
 
     return grad(objective, has_aux=True)(lam)
 

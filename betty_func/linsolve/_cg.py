@@ -34,17 +34,18 @@ def _check_batch(api: str, b: Any, nb: int) -> None:
 
 
 def _axpy(alpha: torch.Tensor, x: Any, y: Any) -> Any:
-    """``alpha * x + y`` with ``alpha`` of the batch shape (or a scalar) broadcast over each leaf."""
-    return tree.map(lambda u, v: alpha.reshape(alpha.shape + (1,) * (u.dim() - alpha.dim())) * u + v,
-                    x, y)
+    """``alpha * x + y`` with ``alpha`` of the batch shape (or a scalar) broadcast over each
+    leaf."""
+    return tree.map(
+        lambda u, v: alpha.reshape(alpha.shape + (1,) * (u.dim() - alpha.dim())) * u + v, x, y)
 
 
 def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0,
        batch_dims: int = 0) -> LinearSolver:
     r"""Conjugate gradient for :math:`(A + \delta I)\,x = b`, ``A`` symmetric positive definite.
 
-    Runs exactly ``maxiter`` iterations (a fixed loop: no ``.item()``, no data-dependent branch, so it
-    compiles with ``fullgraph=True`` and runs under ``vmap``). Once
+    Runs exactly ``maxiter`` iterations (a fixed loop: no ``.item()``, no data-dependent branch, so
+    it compiles with ``fullgraph=True`` and runs under ``vmap``). Once
     :math:`\|r_k\| \le \text{tol}\,\|b\|` the remaining iterations leave ``x`` unchanged (masked).
     With ``tol = 0`` it stops only at machine precision. In exact arithmetic ``maxiter = dim``
     solves exactly; the error falls like

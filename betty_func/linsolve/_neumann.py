@@ -37,5 +37,5 @@ def neumann(steps: int = 5, alpha: float = 1.0, damping: float = 0.0) -> LinearS
             acc = tree.add(acc, term)
         return tree.scale(alpha, acc), steps, None
 
-    return LinearSolver(f"linsolve.neumann(steps={steps}, alpha={alpha}, damping={damping})", run, damping,
-                        eig_bound=2.0 / alpha)
+    return LinearSolver(f"linsolve.neumann(steps={steps}, alpha={alpha}, damping={damping})", run,
+                        damping, eig_bound=2.0 / alpha)

@@ -1,8 +1,9 @@
 """Multilevel optimization: problems as pure losses, a graph ``{upper: [lowers]}``, one solver.
 
 ``mlo.solve(problems, graph, steps=...)`` runs a program with data, logging, validation and
-checkpoints (``mlo.Logging``, ``mlo.Validation``, ``mlo.Checkpoint``); it loops over the pure step ``state, logs = mlo.step(state, batches)`` from
-``state = mlo.init(problems, graph)``, public for loops of your own and ``torch.vmap``.
+checkpoints (``mlo.Logging``, ``mlo.Validation``, ``mlo.Checkpoint``); it loops over the pure
+step ``state, logs = mlo.step(state, batches)`` from ``state = mlo.init(problems, graph)``,
+public for loops of your own and ``torch.vmap``.
 
 >>> import torch
 >>> from betty_func import mlo, optim

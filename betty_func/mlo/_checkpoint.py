@@ -19,7 +19,8 @@ FILE = "mlo_checkpoint.pt"
 
 
 def rng_state() -> dict:
-    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    s = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+         "python": random.getstate()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s

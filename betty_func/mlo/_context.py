@@ -63,7 +63,8 @@ def _call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, A
     if p.state is not None:
         out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)
         if not (isinstance(out, tuple) and len(out) == 3):
-            fail(API, f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
+            fail(API,
+                 f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
                  type(out).__name__)
         value, metrics, new_state = out
     else:
@@ -71,11 +72,13 @@ def _call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, A
         value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
         new_state = None
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+        got = (f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor)
+               else type(value).__name__)
         fail(API, f"the loss of '{name}' must return a scalar float tensor or (scalar, metrics)",
              got, "Reduce it with .mean() / .sum().")
     if not isinstance(metrics, dict):
-        fail(API, f"the loss of '{name}' returned metrics that are not a dict", type(metrics).__name__)
+        fail(API, f"the loss of '{name}' returned metrics that are not a dict",
+             type(metrics).__name__)
     return value, metrics, new_state
 
 

@@ -25,8 +25,9 @@ class Source:
                  "Pass a non-empty list or DataLoader, or None for no batches.")
         if data is not None and not callable(data):  # no iter() here: a DataLoader would draw RNG
             if not isinstance(data, Iterable):
-                fail("solve(problems, graph)", f"`data` of '{name}' is neither iterable nor callable",
-                     type(data).__name__, "Pass a DataLoader, a list of batches, or i -> batch.")
+                fail("solve(problems, graph)",
+                     f"`data` of '{name}' is neither iterable nor callable", type(data).__name__,
+                     "Pass a DataLoader, a list of batches, or i -> batch.")
             if isinstance(data, Iterator):
                 fail("solve(problems, graph)", f"`data` of '{name}' is a one-shot iterator",
                      type(data).__name__, "Pass a re-iterable (list, DataLoader) or i -> batch, so "

@@ -119,16 +119,19 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
     for p in problems:
         _check_reads(p, names, anc[p.name] | desc[p.name])
         if p.unrolled and not uppers[p.name]:
-            fail(API, f"problem '{p.name}' is unrolled but has no upper to differentiate through it",
+            fail(API,
+                 f"problem '{p.name}' is unrolled but has no upper to differentiate through it",
                  None, "Use `unrolled` on a lower problem only.")
         _check_hypergrad(p, uppers[p.name])
         if p.unrolled and p.accumulate != 1:
             fail(API, f"problem '{p.name}': `accumulate` must be 1 with an unrolled method",
-                 p.accumulate, "Each unrolled update takes one batch; raise the batch size instead.")
+                 p.accumulate,
+                 "Each unrolled update takes one batch; raise the batch size instead.")
     period = {}
     for n in order:
         period[n] = max([period[low] * by_name[low].unroll_steps for low in lowers[n]], default=1)
-    return Graph(by_name, {n: tuple(v) for n, v in lowers.items()}, uppers, anc, desc, order, period)
+    return Graph(by_name, {n: tuple(v) for n, v in lowers.items()}, uppers, anc, desc, order,
+                 period)
 
 
 def _check_hypergrad(p: Problem, uppers: tuple) -> None:
@@ -151,7 +154,8 @@ def _check_reads(p: Problem, names: list, related: frozenset) -> None:
     for r in p.reads + p.reset_reads:
         if r not in names:
             fail(API, f"the loss of '{p.name}' has keyword `{r}`, which names no problem",
-                 f"have: {sorted(names)}", "Keyword-only parameters of a loss must be problem names.")
+                 f"have: {sorted(names)}",
+                 "Keyword-only parameters of a loss must be problem names.")
         if r == p.name:
             fail(API, f"the loss of '{p.name}' reads itself by keyword", None,
                  "A loss gets its own params as the first argument.")
@@ -171,7 +175,8 @@ def schedule(problems: Sequence[Problem], graph: Mapping, steps: int = 0,
         >>> from betty_func import mlo, optim
         >>> lo = mlo.Problem("lo", lambda w, b, *, hi: ((w - hi) ** 2).sum(), torch.zeros(2),
         ...                  optim.sgd(0.1), unroll_steps=2)
-        >>> hi = mlo.Problem("hi", lambda w, b, *, lo: (lo ** 2).sum(), torch.ones(2), optim.sgd(0.1))
+        >>> hi = mlo.Problem("hi", lambda w, b, *, lo: (lo ** 2).sum(), torch.ones(2),
+        ...                  optim.sgd(0.1))
         >>> lines = mlo.schedule([lo, hi], {"hi": ["lo"]}, steps=4)
         order (bottom-up): lo, hi
           lo: lowers [] every 1 step(s)  reads ['hi']  method for uppers: hypergrad.implicit(solve=linsolve.cg(maxiter=10, tol=0.0, damping=0.0))
@@ -180,7 +185,7 @@ def schedule(problems: Sequence[Problem], graph: Mapping, steps: int = 0,
         step 2: lo, hi
         step 3: lo
         step 4: lo, hi
-    """
+    """  # noqa: E501  (a doctest output line: the schedule line of ``lo`` as printed)
     g = build(problems, graph)
     lines = [f"order (bottom-up): {', '.join(g.order)}"]
     for n in g.order:

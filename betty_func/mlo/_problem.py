@@ -166,8 +166,10 @@ def _keyword_reads(api: str, fn: Callable, positional: int = 2) -> tuple:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return ()
-    pos = [p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(pos) < positional and not any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values()):
+    pos = [p for p in sig.parameters.values()
+           if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(pos) < positional and not any(p.kind == p.VAR_POSITIONAL
+                                         for p in sig.parameters.values()):
         what = "`loss` must take (params, batch, *, <problem names>...)" if positional == 2 else \
             "`reset` must take (params, *, <problem names>...)"
         fail(api, what, f"signature {sig}", "Add the missing positional parameter.")

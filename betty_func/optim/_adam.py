@@ -23,7 +23,8 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
     """sqrt with a zero (not NaN) derivative at 0: reverse mode through a step whose gradient is
     exactly zero stays finite (higher #125, TorchOpt #26)."""
     pos = x > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))),
+                       torch.zeros_like(x))
 
 
 def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float,
@@ -71,7 +72,8 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
 
 def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
          weight_decay: float = 0.0, amsgrad: bool = False) -> Optimizer:
-    r"""Adam (Kingma & Ba, 2015) with L2 weight decay added to the gradient, as ``torch.optim.Adam``.
+    r"""Adam (Kingma & Ba, 2015) with L2 weight decay added to the gradient, as
+    ``torch.optim.Adam``.
 
     .. math::
         m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\ v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\

@@ -64,8 +64,8 @@ def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
 
 
 def warmup(schedule: Schedule | float, steps: int, start_factor: float = 0.0) -> Schedule:
-    r"""Linear warm-up: ``schedule(step) * (f + (1 - f) * min(step, W) / W)`` with ``f = start_factor``
-    (``LinearLR(start_factor=f, total_iters=W)`` chained with ``schedule``)."""
+    r"""Linear warm-up: ``schedule(step) * (f + (1 - f) * min(step, W) / W)`` with
+    ``f = start_factor`` (``LinearLR(start_factor=f, total_iters=W)`` chained with ``schedule``)."""
     api = "optim.warmup(schedule, steps, start_factor)"
     check_nonneg_int(api, "steps", steps)
     check_number(api, "start_factor", start_factor, 0, 1)

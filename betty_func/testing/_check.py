@@ -49,7 +49,8 @@ def check_hypergrad(method: Method, outer_loss: Callable, inner_loss: Callable,
     Example:
         >>> from betty_func import hypergrad as hg, testing
         >>> p = testing.ridge(d=5)
-        >>> testing.check_hypergrad(hg.cg(maxiter=5), p.outer_loss, p.inner_loss, p.solution, p.lam).ok
+        >>> testing.check_hypergrad(hg.cg(maxiter=5), p.outer_loss, p.inner_loss, p.solution,
+        ...                         p.lam).ok
         True
     """
     api = "testing.check_hypergrad(method, outer_loss, inner_loss, inner_solution, outer_params)"
@@ -59,7 +60,7 @@ def check_hypergrad(method: Method, outer_loss: Callable, inner_loss: Callable,
     rtol = rtol if rtol is not None else (1e-5 if f64 else 2e-2)
     theta = inner_params if inner_params is not None else inner_solution(outer_params, *args)
     g = grad(outer_loss, inner_loss, method)(theta, outer_params, *args)
-    phi = lambda l: outer_loss(inner_solution(l, *args), l, *args)  # noqa: E731
+    phi = lambda lv: outer_loss(inner_solution(lv, *args), lv, *args)  # noqa: E731
     dirs = _directions(outer_params, max_coords, n_random, seed)
     with torch.no_grad():
         numeric = torch.stack([(phi(tree.axpy(eps, u, outer_params)) -

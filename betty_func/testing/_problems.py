@@ -56,7 +56,8 @@ class Ridge:
         return float(eig[-1] / eig[0])
 
 
-def ridge(d: int = 20, kappa: float = 30.0, n_train: int = 60, n_val: int = 40, seed: int = 0) -> Ridge:
+def ridge(d: int = 20, kappa: float = 30.0, n_train: int = 60, n_val: int = 40,
+          seed: int = 0) -> Ridge:
     """A :class:`Ridge` problem whose inner Hessian at ``problem.lam`` has condition number
     ≈ ``kappa`` (``X^T X`` has eigenvalues spread over [1, kappa]; λ in [0.1, 0.3]).
 
@@ -87,7 +88,8 @@ class Quadratic:
     .. math:: L(\theta, \lambda) = \tfrac12\theta^\top H\theta - \theta^\top B\lambda,\quad
               F(\theta, \lambda) = \tfrac12\|\theta - c\|^2 + \tfrac{\mu}2\|\lambda\|^2
 
-    :math:`\theta^* = H^{-1}B\lambda`, :math:`dF/d\lambda = B^\top H^{-1}(\theta^* - c) + \mu\lambda`.
+    :math:`\theta^* = H^{-1}B\lambda`,
+    :math:`dF/d\lambda = B^\top H^{-1}(\theta^* - c) + \mu\lambda`.
     """
     H: torch.Tensor
     B: torch.Tensor

@@ -61,7 +61,8 @@ def check_same(api: str, a: PyTree, b: PyTree, names: tuple[str, str]) -> None:
         if tuple(x.shape) != tuple(y.shape):
             path = optree.tree_paths(a)[i]
             fail(api, f"leaf {path} of `{names[0]}` and `{names[1]}` differ in shape",
-                 f"{tuple(x.shape)} vs {tuple(y.shape)}", "Make the two pytrees match leaf for leaf.")
+                 f"{tuple(x.shape)} vs {tuple(y.shape)}",
+                 "Make the two pytrees match leaf for leaf.")
 
 
 def check_float(api: str, tree: PyTree, name: str) -> None:
