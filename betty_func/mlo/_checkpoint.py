@@ -72,17 +72,18 @@ def load(directory: str | Path) -> Optional[dict[str, Any]]:
     return out
 
 
-def check_matches(saved: dict, fresh: Any, where: str) -> None:
-    """The checkpoint ``saved`` belongs to the program whose step 0 is ``fresh``: the same
-    problem names, params (structure, shapes, dtypes) and optimizer-state structure."""
-    names, now = sorted(saved["params"]), sorted(fresh.params)
+def check_matches(saved: dict, params: dict, opt_states: dict, where: str) -> None:
+    """The checkpoint ``saved`` belongs to the program whose initial ``params`` and optimizer
+    states (``opt_states``: of that structure, shapes and dtypes; meta tensors will do) these
+    are: the same problem names, params (structure, shapes, dtypes) and optimizer states."""
+    names, now = sorted(saved["params"]), sorted(params)
     if names != now:
         fail(API, f"the checkpoint in {where} is of another program (problems {names})",
              f"problems {now} now", "Resume with the program that wrote it, or start afresh.")
     for n in now:
-        pairs = [("params", saved["params"][n], fresh.params[n])]
+        pairs = [("params", saved["params"][n], params[n])]
         if n in saved["opt_states"]:  # else sharded: saved per rank, outside the shared part
-            pairs.append(("optimizer state", saved["opt_states"][n], fresh.opt_states[n]))
+            pairs.append(("optimizer state", saved["opt_states"][n], opt_states[n]))
         for what, a, b in pairs:
             sa, sb = tree.structure(a), tree.structure(b)
             if sa != sb:

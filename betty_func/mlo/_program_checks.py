@@ -17,6 +17,8 @@ from ._graph import API, Graph
 
 def check_finite_params(params: dict) -> None:
     for name, p in params.items():
+        if bool(tree.all_finite(p)):  # one host read per problem; the leaf only on failure
+            continue
         for path, x in zip(tree.paths(p), tree.leaves(p)):
             if not bool(torch.isfinite(x).all()):
                 fail(API, f"the initial params of '{name}' are not finite (leaf {path} holds "
@@ -105,6 +107,12 @@ def check_solvers(g: Graph, name: str, loss: Callable, params: dict,
                  f"Use alpha <= {safe:.3g} (1 / that estimate), or hypergrad.cg.")
 
 
+def _through_gradient(method: Any) -> bool:
+    """Whether ``method`` reaches the upper through the lower's gradient in it (implicit
+    methods), not through its updates (unrolled) or its start (first order)."""
+    return not (getattr(method, "unrolls", False) or getattr(method, "through_start", False))
+
+
 def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
     """At its first batch (``loss(sub)``: the loss of ``name`` with ``sub`` replacing those
     params): every lower it reads moves it; and its gradient moves with each upper it reads
@@ -113,7 +121,7 @@ def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
     p = g.problems[name]
     for r in p.reset_reads:  # MAML: starts from an upper its loss does not read
         m = p.method_for(r)
-        if r in p.reads or getattr(m, "unrolls", False) or getattr(m, "through_start", False):
+        if r in p.reads or not _through_gradient(m):
             continue
         fail(API, f"'{name}' starts from its upper '{r}' (reset) but its loss does not read "
              f"'{r}', and {m!r} differentiates the loss's gradient in '{r}': an exact zero",
@@ -124,8 +132,7 @@ def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
                 fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
                      f"it, so the hypergradient through '{r}' would be a silent zero", None,
                      f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
-        elif r in g.uppers[name] and not (getattr(p.method_for(r), "unrolls", False)
-                                           or getattr(p.method_for(r), "through_start", False)):
+        elif r in g.uppers[name] and _through_gradient(p.method_for(r)):
             def inner_grad(x: Any, r: str = r) -> Any:
                 return grad(lambda th: loss({name: th, r: x}))(params[name])
             if not _moves(inner_grad, params[r]):

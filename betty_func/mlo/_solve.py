@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 
 from .._errors import fail
+from ..optim._hyper import state_like
 from . import _checkpoint as ckpt
 from . import _monitor as mon
 from ._compile import stepper
@@ -164,7 +165,10 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
     saved = ckpt.restore(resume_from, rt) if resume_from else None
     if saved is not None:
         shared, local = saved
-        ckpt.check_matches(shared, fresh(g), resume_from)
+        problems = g.problems.values()  # the optimizer states' shapes only: inits on meta
+        ckpt.check_matches(shared, {p.name: p.params for p in problems},
+                           {p.name: state_like(p.optimizer, p.params) for p in problems},
+                           resume_from)
         for n, s in local["sources"].items():
             sources[n].restore(s)
         ckpt.set_rng_state(local["rng"])

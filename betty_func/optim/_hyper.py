@@ -40,7 +40,8 @@ def occurrences(state: PyTree, name: str, path: tuple = ()) -> Iterator[tuple[tu
     if _has(state, name):
         yield path + (name,), getattr(state, name)
     for key, child in _children(state):
-        yield from occurrences(child, name, path + (key,))
+        if isinstance(child, (tuple, list, dict)):  # tensor leaves (most of a state) hold none
+            yield from occurrences(child, name, path + (key,))
 
 
 def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
