@@ -7,8 +7,8 @@ import torch
 
 from .. import tree
 from .._errors import check_nonneg, fail
-from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
-                    next_lr, rate_in, scalar_dtype)
+from ._base import (LearningRate, Optimizer, Schedule, check_lr, check_unit, count_init, hyper_at,
+                    in_dtype, lr_value, next_lr, rate_in, scalar_dtype)
 
 
 class AdamState(NamedTuple):
@@ -27,8 +27,8 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(x))
 
 
-def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, weight_decay: float,
-          amsgrad: bool, decoupled: bool) -> Optimizer:
+def _adam(api: str, lr: LearningRate, betas: tuple[float | Schedule, float], eps: float,
+          weight_decay: float, amsgrad: bool, decoupled: bool) -> Optimizer:
     check_lr(api, lr)
     if not isinstance(betas, (tuple, list)):
         fail(api, "`betas` must be a pair (beta1, beta2)", f"{type(betas).__name__} {betas!r}",
@@ -37,7 +37,8 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
         fail(api, "`betas` must be a pair (beta1, beta2)", f"{len(betas)} values {betas!r}",
              "Pass e.g. betas=(0.9, 0.999).")
     b1, b2 = betas
-    check_unit(api, "betas[0]", b1, closed=False)
+    if not callable(b1):  # a schedule step -> beta1 (torch's OneCycleLR cycles it)
+        check_unit(api, "betas[0]", b1, closed=False)
     check_unit(api, "betas[1]", b2, closed=False)
     check_nonneg(api, "eps", eps)
     check_nonneg(api, "weight_decay", weight_decay)
@@ -52,10 +53,11 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
         rate, t = rate_in(state.lr, dtype), (state.count + 1).to(dtype)
         if weight_decay and not decoupled:
             grads = tree.axpy(weight_decay, params, grads)
-        mu = tree.map(lambda m, g: torch.lerp(m, g, 1 - b1), state.mu, grads)
+        beta1 = hyper_at(b1, state.count)
+        mu = tree.map(lambda m, g: torch.lerp(m, g, 1 - in_dtype(beta1, m.dtype)), state.mu, grads)
         nu = tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
         nu_max = tree.map(torch.maximum, state.nu_max, nu) if amsgrad else None
-        step_size = rate / (1 - b1 ** t)
+        step_size = rate / (1 - in_dtype(beta1, dtype) ** t)
         bc2_sqrt = torch.sqrt(1 - b2 ** t)
         # the 0-d factors in each leaf's dtype: a float64 one would promote a 0-d float32 leaf
         updates = tree.map(lambda m, v: -step_size.to(m.dtype) * m
@@ -70,8 +72,8 @@ def _adam(api: str, lr: LearningRate, betas: tuple[float, float], eps: float, we
     return Optimizer(init, update)
 
 
-def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-         weight_decay: float = 0.0, amsgrad: bool = False) -> Optimizer:
+def adam(lr: LearningRate = 1e-3, betas: tuple[float | Schedule, float] = (0.9, 0.999),
+         eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> Optimizer:
     r"""Adam (Kingma & Ba, 2015) with L2 weight decay added to the gradient, as
     ``torch.optim.Adam``.
 
@@ -81,6 +83,8 @@ def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps
         \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
     Cost: ~10 elementwise ops per leaf; state two (three with AMSGrad) buffers like params.
+    ``betas[0]`` may be a schedule ``step -> beta1`` (torch's ``OneCycleLR`` cycles it; the bias
+    correction uses the current :math:`\beta_1^t`, as torch does).
 
     Example:
         >>> import torch
@@ -95,8 +99,8 @@ def adam(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps
                  weight_decay, amsgrad, decoupled=False)
 
 
-def adamw(lr: LearningRate = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-          weight_decay: float = 1e-2, amsgrad: bool = False) -> Optimizer:
+def adamw(lr: LearningRate = 1e-3, betas: tuple[float | Schedule, float] = (0.9, 0.999),
+          eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> Optimizer:
     r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled decay
     :math:`\theta \leftarrow \theta - \eta_t\,\text{wd}\,\theta`, as ``torch.optim.AdamW``.
 

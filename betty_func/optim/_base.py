@@ -117,6 +117,20 @@ def next_lr(lr: LearningRate, current: torch.Tensor, count: torch.Tensor) -> tor
     return lr_value(lr, count) if callable(lr) else current
 
 
+def hyper_at(value: LearningRate, count: torch.Tensor) -> Union[float, torch.Tensor]:
+    """A hyperparameter other than the rate (SGD's momentum, Adam's beta1) at update ``count``:
+    the number itself, or a schedule's value as a 0-d float64 tensor (torch's ``OneCycleLR``
+    cycles momentum). Cast it to a leaf's dtype with :func:`in_dtype`."""
+    if not callable(value):
+        return value
+    return torch.as_tensor(value(count.to(torch.float64)), dtype=torch.float64).reshape(())
+
+
+def in_dtype(value: Union[float, torch.Tensor], dtype: torch.dtype) -> Union[float, torch.Tensor]:
+    """A number as it is, a 0-d tensor cast to ``dtype`` (as torch casts a Python scalar)."""
+    return value.to(dtype) if isinstance(value, torch.Tensor) else value
+
+
 def check_lr(api: str, lr: LearningRate) -> None:
     """Raise a clear error for a learning rate that is neither a number >= 0 nor a schedule."""
     if callable(lr):

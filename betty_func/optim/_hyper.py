@@ -34,19 +34,35 @@ def _has(node: Any, name: str) -> bool:
     return isinstance(node, tuple) and hasattr(node, "_fields") and name in node._fields
 
 
-def occurrences(state: PyTree, name: str, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+def _groups(node: Any) -> bool:
+    """A state of parallel groups (``optim.partition``'s ``PartitionState``): in a lookup for
+    one value its first group that has the field answers for all of them."""
+    return getattr(type(node), "_lookup_first_group", False)
+
+
+def occurrences(state: PyTree, name: str, path: tuple = (),
+                every_group: bool = True) -> Iterator[tuple[tuple, Any]]:
     """``(path, value)`` of every NamedTuple field called ``name``, depth first in order (in a
-    ``chain``, the transformations left to right)."""
+    ``chain``, the transformations left to right). With ``every_group=False`` a partition's
+    groups count as one: only the first group that has the field is searched."""
     if _has(state, name):
         yield path + (name,), getattr(state, name)
+    if not every_group and _groups(state):
+        for i, child in enumerate(state.states):
+            found = list(occurrences(child, name, path + ("states", i), False))
+            if found:
+                yield from found
+                return
+        return
     for key, child in _children(state):
         if isinstance(child, (tuple, list, dict)):  # tensor leaves (most of a state) hold none
-            yield from occurrences(child, name, path + (key,))
+            yield from occurrences(child, name, path + (key,), every_group)
 
 
 def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
     """The one NamedTuple field called ``name`` anywhere in an optimizer state (dict keys are
-    param names, not searched).
+    param names, not searched). In an ``optim.partition`` state the first group that has the
+    field answers (e.g. the first param group's ``lr``; all of them: ``group_learning_rates``).
 
     Raises ``ValueError`` when there is none (unless ``default`` is given) or several (say which
     with the path: ``state[0].lr``).
@@ -58,7 +74,7 @@ def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
         >>> optim.tree_get(opt.init(torch.zeros(2)), "lr")   # (1,): see optim._base.lr_value
         tensor([0.1000], dtype=torch.float64)
     """
-    found = list(occurrences(state, name))
+    found = list(occurrences(state, name, every_group=False))
     if len(found) == 1:
         return found[0][1]
     if not found and default is not _MISSING:
@@ -71,8 +87,8 @@ def tree_get(state: PyTree, name: str, default: Any = _MISSING) -> Any:
 
 def tree_set(state: PyTree, **values: Any) -> PyTree:
     """``state`` with every NamedTuple field of each given name replaced (a number becomes a
-    tensor of the old value's dtype, device and shape). Out of place; an unknown name is
-    refused.
+    tensor of the old value's dtype, device and shape; in a ``partition``, in every group).
+    Out of place; an unknown name is refused.
 
     Example:
         >>> import torch
@@ -115,9 +131,9 @@ def _path(path: tuple) -> str:
 
 def learning_rate(state: PyTree) -> Optional[torch.Tensor]:
     """The rate the next update will use, a 0-d float64 tensor: the last ``lr`` in the state
-    (in a ``chain``, the last transformation that has one), or None for a state without one
-    (``clip_by_global_norm``)."""
-    found = list(occurrences(state, "lr"))
+    (in a ``chain``, the last transformation that has one; in a ``partition``, its first group
+    that has one), or None for a state without one (``clip_by_global_norm``)."""
+    found = list(occurrences(state, "lr", every_group=False))
     return found[-1][1].reshape(()) if found else None
 
 

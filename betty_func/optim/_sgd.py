@@ -7,8 +7,8 @@ import torch
 
 from .. import tree
 from .._errors import check_nonneg, fail
-from ._base import (LearningRate, Optimizer, check_lr, check_unit, count_init, lr_value,
-                    next_lr, rate_in)
+from ._base import (LearningRate, Optimizer, Schedule, check_lr, check_unit, count_init, hyper_at,
+                    in_dtype, lr_value, next_lr, rate_in)
 
 
 class SgdState(NamedTuple):
@@ -17,8 +17,8 @@ class SgdState(NamedTuple):
     momentum: Any  # pytree like params, or None when momentum == 0
 
 
-def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0) -> Optimizer:
+def sgd(lr: LearningRate, momentum: float | Schedule = 0.0, dampening: float = 0.0,
+        nesterov: bool = False, weight_decay: float = 0.0) -> Optimizer:
     r"""SGD, step for step the same arithmetic as ``torch.optim.SGD``.
 
     .. math::
@@ -27,6 +27,8 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
         \theta_{t+1} = \theta_t - \eta_t\,(d_t + \mu b_t \text{ if nesterov else } b_t)
 
     Cost: a few elementwise ops per leaf; state is one buffer when ``momentum > 0``.
+    ``momentum`` may be a schedule ``step -> mu`` like ``lr`` (:math:`\mu_t` above; torch's
+    ``OneCycleLR`` cycles it): it should stay > 0 (torch skips the buffer at 0, this does not).
 
     Example:
         >>> import torch
@@ -39,10 +41,11 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
     """
     api = "optim.sgd(lr, momentum, dampening, nesterov, weight_decay)"
     check_lr(api, lr)
-    check_unit(api, "momentum", momentum, closed=False)
+    if not callable(momentum):
+        check_unit(api, "momentum", momentum, closed=False)
     check_unit(api, "dampening", dampening)
     check_nonneg(api, "weight_decay", weight_decay)
-    if nesterov and (momentum <= 0 or dampening != 0):
+    if nesterov and ((not callable(momentum) and momentum <= 0) or dampening != 0):
         fail(api, "Nesterov momentum needs momentum > 0 and dampening == 0",
              f"momentum={momentum}, dampening={dampening}")
 
@@ -56,10 +59,11 @@ def sgd(lr: LearningRate, momentum: float = 0.0, dampening: float = 0.0, nestero
             grads = tree.axpy(weight_decay, params, grads)
         buf = state.momentum
         if momentum:
-            first = state.count == 0
-            buf = tree.map(lambda b, d: torch.where(first, d, momentum * b + (1 - dampening) * d),
-                           buf, grads)
-            grads = tree.axpy(momentum, buf, grads) if nesterov else buf
+            first, mu = state.count == 0, hyper_at(momentum, state.count)
+            buf = tree.map(lambda b, d: torch.where(
+                first, d, in_dtype(mu, d.dtype) * b + (1 - dampening) * d), buf, grads)
+            grads = tree.map(lambda b, d: in_dtype(mu, d.dtype) * b + d, buf, grads) \
+                if nesterov else buf
         count = state.count + 1
         updates = tree.map(lambda g: -rate_in(state.lr, g.dtype) * g, grads)
         return updates, SgdState(count, next_lr(lr, state.lr, count), buf)
