@@ -179,3 +179,19 @@ def test_data_reweighting_standardize_feeds_the_tutorials_transform(tmp_path):
     args = json.loads((tmp_path / "result.json").read_text())["args"]
     assert args["standardize"] and not args["normalize"] and args["lr_drops"] == [0.5, 0.8333]
     assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
+
+
+def test_betty_quickstart_equals_data_reweighting(tmp_path):
+    """The quick start written for Betty, run on the front end, is the same computation as
+    data_reweighting.py's darts row with the plain mean: the same accuracy, to the digit."""
+    acc = {}
+    for script, extra in (("betty_quickstart.py", ()),
+                          ("data_reweighting.py", ("--logdir", "", "--methods", "darts",
+                                                   "--no-normalize"))):
+        out = tmp_path / f"{script}.json"
+        proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--seeds", "0",
+                               "--steps", "30", "--json", str(out), *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        acc[script] = json.loads(out.read_text())["results"]["darts"][0]["test_acc"]
+    assert acc["betty_quickstart.py"] == acc["data_reweighting.py"] > 0.2  # trained (chance 0.1)
