@@ -168,7 +168,7 @@ def test_state_dict_round_trip():
 def test_nan_stops_the_run():
     class Exploding(Inner):
         def training_step(self, batch):
-            return super().training_step(batch) * float("nan") if self.count >= 1 else \
+            return super().training_step(batch) * float("nan") if self.count >= 2 else \
                 super().training_step(batch)
     e = program(inner_cls=Exploding)
     with pytest.raises(FloatingPointError, match="non-finite values in: loss"):
@@ -350,7 +350,7 @@ def test_rate_set_by_hand_is_refused():
     e = program(engine_config=EngineConfig(train_iters=2))
     e.run()
     e.inner.optimizer.param_groups[0]["lr"] = 0.5
-    with pytest.raises(ValueError, match="a learning rate set by hand is not followed"):
+    with pytest.raises(ValueError, match="its learning rate was changed .by hand in param_groups"):
         e.train_step()
 
 
@@ -379,3 +379,11 @@ def test_roll_back_refusals():
             inner_cls=Unrolled, engine_config=EngineConfig(roll_back=True))
     refuses("it accumulates gradients", engine_config=EngineConfig(roll_back=True),
             inner_config=Config(type="cg", gradient_accumulation=2))
+
+
+def test_wandb_logger_without_wandb_is_an_error():
+    import importlib.util
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    refuses("needs the wandb package, which is not installed", exc=ModuleNotFoundError,
+            engine_config=EngineConfig(logger_type="wandb"))

@@ -326,3 +326,17 @@ def test_schedule_offset_shifts_every_update():
     assert rates == [0.5 ** 2, 0.5 ** 5, 0.5 ** 8]
     with pytest.raises(ValueError, match="schedule_offset"):
         optim.from_torch(topt, dict(net.named_parameters()), sched, schedule_offset=-1)
+
+
+def test_a_frozen_tensor_in_a_group_may_be_left_out():
+    """torch's step skips a tensor without grad; leaving it out of ``params`` is the same."""
+    net = nn.Linear(2, 1)
+    net.bias.requires_grad_(False)
+    topt = torch.optim.SGD(net.parameters(), lr=0.5)
+    opt = optim.from_torch(topt, {"weight": net.weight})
+    p = {"weight": net.weight.detach().clone()}
+    p, _ = optim.step(opt, p, {"weight": torch.ones(1, 2)}, opt.init(p))
+    torch.testing.assert_close(p["weight"], net.weight.detach() - 0.5)
+    net.bias.requires_grad_(True)
+    with pytest.raises(ValueError, match="are not in `params`"):
+        optim.from_torch(topt, {"weight": net.weight})

@@ -2,12 +2,15 @@
 a tuple of loaders giving a tuple batch, every tensor moved to the problem's device."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.utils._pytree as pytree
 
-from ..mlo._data import generators
+from .._errors import fail
+
+API = "betty.Engine(...)"
 
 
 class Feed:
@@ -17,6 +20,13 @@ class Feed:
     def __init__(self, name: str, loaders: Any, device: Any):
         self.name, self.device = name, device
         self.loaders = loaders if isinstance(loaders, tuple) else (loaders,)
+        for loader in self.loaders:
+            if not isinstance(loader, Iterable) or isinstance(loader, Iterator):
+                what = "a one-shot iterator (it cannot be cycled)" if isinstance(
+                    loader, Iterator) else "not iterable"
+                fail(API, f"train_data_loader of '{name}' is {what}", type(loader).__name__,
+                     "Pass a DataLoader or another re-iterable of batches (a list), or a tuple "
+                     "of them.", exc=TypeError)
         self.iterators: list = [None] * len(self.loaders)
         self.epochs = [0] * len(self.loaders)
 
@@ -31,24 +41,12 @@ class Feed:
             try:
                 return next(self.iterators[i])
             except StopIteration:
-                raise ValueError(f"train_data_loader of '{self.name}' yields no batch. Got an "
-                                 "empty loader. Pass a non-empty one.") from None
+                fail(API, f"train_data_loader of '{self.name}' yields no batch", "an empty "
+                     "loader", "Pass a non-empty one (drop_last=True with fewer examples than "
+                     "batch_size gives none).")
 
     def next(self) -> Any:
         out = tuple(to_device(self._next(i), self.device) for i in range(len(self.loaders)))
-        return out[0] if len(out) == 1 else out
-
-    def peek(self) -> Any:
-        """The batch :meth:`next` will give first, without moving (fresh iterators, the RNG and
-        the loaders' generators restored)."""
-        kept = [(g, g.get_state()) for loader in self.loaders for g in generators(loader)]
-        with torch.random.fork_rng():
-            try:
-                out = tuple(to_device(next(iter(loader)), self.device)
-                            for loader in self.loaders)
-            finally:
-                for g, s in kept:
-                    g.set_state(s)
         return out[0] if len(out) == 1 else out
 
 

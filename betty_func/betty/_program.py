@@ -12,7 +12,8 @@ from torch import nn
 from torch.func import functional_call
 
 from .._errors import fail
-from .problems.problem import positional_arity
+from ._report import scalar
+from ._tensors import positional_arity
 
 
 class Holder(nn.Module):
@@ -50,8 +51,7 @@ def loss_for(engine: Any, name: str, reads: tuple, has_state: bool) -> Callable:
         own = dict(state) if state is not None else {}
         own = {k: v.clone() for k, v in own.items()}  # BatchNorm updates them in place
         values[name] = {**values[name], **params, **own}
-        with engine._evaluating():
-            out = engine._holder.call(values, problem.training_step, batch)
+        out = engine._holder.call(values, problem.training_step, batch)
         value, metrics = split_output(api, out)
         return (value, metrics, own) if has_state else (value, metrics)
 
@@ -83,25 +83,25 @@ def split_output(api: str, out: Any) -> tuple:
     for k, v in rest.items():
         if isinstance(v, torch.Tensor) and v.numel() == 1:
             metrics[k] = v.detach().reshape(())
-        elif isinstance(v, (int, float)) and not isinstance(v, bool):
-            metrics[k] = torch.tensor(float(v), dtype=torch.float64)
-        else:
-            fail(api, f"metric {k!r} must be a number or a one-element tensor (it is logged as a "
-                 "scalar)", type(v).__name__, f"Return a float for {k!r}, or log it yourself.",
-                 exc=TypeError)
+        else:  # a number (else a clear error)
+            metrics[k] = torch.tensor(scalar(api, k, v), dtype=torch.float64)
     return value, metrics
 
 
 def project_for(engine: Any, name: str) -> Callable:
-    """``param_callback`` as ``mlo.Problem(project=...)``: the new params are written into the
-    real module, the hook edits them in place (``p.data.clamp_(...)``), and they are read back.
-    Betty 0.1's ``param_callback(self, params)`` gets ``self.trainable_parameters()``."""
+    """``param_callback`` as ``mlo.Problem(project=...)``, after each update the optimizer
+    applies (with gradient accumulation: every ``gradient_accumulation``-th; never in the
+    checks before the first step): the module holds the new params, the hook edits them in
+    place (``p.data.clamp_(...)``), what it holds is the result. Betty 0.1's
+    ``param_callback(self, params)`` gets ``self.trainable_parameters()``."""
     problem = engine._problems[name]
     hook = problem.param_callback
     with_params = positional_arity(hook) >= 1
 
     def project(theta: dict) -> dict:
-        engine._write(name, theta)
+        if name not in engine._apply:
+            return theta
+        engine._hold(name, theta)
         with torch.no_grad():
             hook(problem.trainable_parameters()) if with_params else hook()
         return engine._read(name)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from typing import Optional
+from typing import Any, Optional
+
+import torch
 
 from .._errors import fail
 
@@ -39,10 +41,9 @@ class Reporter:
         if self.wandb is not None:
             self.wandb.log(scalars, step=step)
 
-    def close(self) -> None:
+    def flush(self) -> None:
         if self.writer is not None:
             self.writer.flush()
-            self.writer.close()
 
 
 def host(logs: dict) -> dict:
@@ -52,3 +53,57 @@ def host(logs: dict) -> dict:
 
 def tags(name: str, scalars: dict) -> dict:
     return {f"{name}/{k}": v for k, v in scalars.items()}
+
+
+class Reports:
+    """The engine's validation and its per-problem log lines."""
+
+    def _validate(self, best: Any, bad: int) -> tuple:
+        self.eval()
+        try:
+            metrics = self.validation() or {}
+        finally:
+            self.train()
+        if not isinstance(metrics, dict):
+            fail(f"{type(self).__name__}.validation()", "must return a dict of metrics or None",
+                 type(metrics).__name__, exc=TypeError)
+        scalars = {k: scalar(f"{type(self).__name__}.validation()", k, v)
+                   for k, v in metrics.items()}
+        self._reporter.write(f"[Validation] [Global Step {self.global_step}]", self.global_step,
+                             tags("validation", scalars))
+        c = self.config
+        if not c.early_stopping:
+            return best, bad, False
+        if c.early_stopping_metric not in scalars:
+            fail(f"{type(self).__name__}.validation()", "early stopping reads the metric "
+                 f"{c.early_stopping_metric!r}, which validation() does not return",
+                 sorted(scalars), "Set EngineConfig(early_stopping_metric=...) to one of them.")
+        value = scalars[c.early_stopping_metric]
+        better = best is None or (value < best if c.early_stopping_mode == "min" else value > best)
+        best, bad = (value, 0) if better else (best, bad + 1)
+        return best, bad, bad >= c.early_stopping_tolerance
+
+    def _log(self, name: str, logs: dict) -> None:
+        """Every ``log_step`` local steps (an unrolled window: if it crossed a multiple)."""
+        c = self._problems[name].config
+        every, count = c.log_step, self._counts[name]
+        k = self._state.graph.problems[name].unroll_steps \
+            if self._state.graph.problems[name].unrolled else 1
+        if every <= 0 or count // every == (count - k) // every:
+            return
+        scalars = host({k: v for k, v in logs.items() if k != "nonfinite"})
+        step = count if c.log_local_step else self.global_step
+        self._reporter.write(f'[Problem "{name}"] [Global Step {self.global_step}] '
+                             f"[Local Step {count}]", step, tags(name, scalars))
+
+
+def scalar(api: str, key: str, v: Any) -> float:
+    """A metric as one float: a number or a one-element tensor."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return float(v.detach())
+    got = f"a tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else \
+        type(v).__name__
+    fail(api, f"metric {key!r} must be a number or a one-element tensor (it is logged as a "
+         "scalar)", got, f"Return a float for {key!r}.", exc=TypeError)

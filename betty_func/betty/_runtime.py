@@ -1,150 +1,105 @@
-"""The engine's bridge between Betty's stateful objects and ``mlo``'s pure state: the modules
-are a mirror of ``mlo.State`` (written when user code reads them, read back when user code or a
-hook may have edited them), and one ``mlo.step`` is one global step."""
+"""One global step of a Betty program: the hooks and batches of every problem taking a local
+step, one ``mlo.step``, counts, logs, Betty's roll-back. Each problem's loss is checked
+(``mlo``'s preflight) at its first real batch, so that no batch is drawn twice."""
 from __future__ import annotations
 
-import contextlib
-import warnings
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from .. import mlo
 from .._errors import fail
+from ..mlo._preflight import preflight
+from ..mlo._program_checks import _moves
 from ._feed import to_device
 from ._hooks import implemented
-from .problems.problem import Problem, buffers
+from ._mirror import Mirror
+from ._roll_back import cache, roll_back
+from .problems.problem import Problem
+
+API = "betty.Engine.train_step()"
 
 
-class Runtime:
-    """State and mirror bookkeeping of an :class:`~betty_func.betty.engine.Engine`."""
+class Runtime(Mirror):
+    """Stepping state of an :class:`~betty_func.betty.engine.Engine`."""
 
     def _init_runtime(self) -> None:
-        self._state: Any = None
-        self._dirty: set = set()     # modules behind the state: write them before user code
-        self._touched: set = set()   # modules user code may have edited: read them back
-        self._depth = 0              # > 0 while a training_step runs as a pure loss
-        self._round: set = set()     # leaves stepped in the current global step
+        self._round: set = set()       # leaves stepped in the current global step
+        self._round_at = None          # the global step of that round
         self._counts = {n: 0 for n in self._problems}
-        self._scheduled = {n: 0 for n in self._problems}  # torch scheduler steps mirrored
-        self._schedule_steps = {n: 0 for n in self._problems}  # roll_back: steps it makes
-        self._rates: dict = {}       # param_groups' rates as last shown to user code
+        self._checked: set = set()     # problems whose loss was checked at a first batch
+        self._pending: dict = {}       # an unrolled problem's batches until its window closes
+        self._apply: set = set()       # problems whose optimizer applies an update this step
+        self._starts: dict = {}        # roll_back: where each lower's inner loop started
+        self._rates = {n: self._seen(n) for n in self._problems}
 
-    # -- the mirror ----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _evaluating(self) -> Iterator[None]:
-        self._depth += 1
-        try:
-            yield
-        finally:
-            self._depth -= 1
-
-    def _mirror(self, name: str) -> None:
-        """Before user code touches ``name``'s module outside a pure evaluation: bring it up to
-        date, and remember to read it back (the code may edit it)."""
-        if self._depth:
-            return
-        if name in self._dirty:
-            self._write(name, self._state.params[name], self._state.states.get(name))
-        self._touched.add(name)
-
-    def _write(self, name: str, params: dict, bufs: Any = None) -> None:
-        """The module of ``name`` holds ``params`` (and buffers): no older state overwrites it."""
-        self._dirty.discard(name)
-        module = self._problems[name]._module
-        with torch.no_grad():
-            for k, p in module.named_parameters():
-                if k in params:
-                    p.copy_(params[k])
-            for k, b in module.named_buffers():
-                if bufs is not None and k in bufs:
-                    b.copy_(bufs[k])
-
-    def _read(self, name: str) -> dict:
-        module = self._problems[name]._module
-        keys = self._keys[name]
-        return {k: v.detach().clone() for k, v in module.named_parameters() if k in keys}
-
-    def _read_back(self) -> None:
-        """Modules user code touched since the last step become the state (params and
-        buffers; the optimizer state is kept)."""
-        self._check_rates()
-        if not self._touched or self._state is None:
-            self._touched.clear()
-            return
-        s = self._state
-        params, states = dict(s.params), dict(s.states)
-        for n in self._touched:
-            params[n] = self._read(n)
-            if n in states:
-                states[n] = {k: v.detach().clone()
-                             for k, v in buffers(self._problems[n]._module).items()}
-        self._touched.clear()
-        self._state = mlo.State(s.graph, s.step, params, s.opt_states, states, s.last_batch)
-
-    def _current_values(self) -> dict:
-        """Every problem's tensors at the start of this step (buffers copied: a forward in
-        training mode updates them in place)."""
-        s = self._state
-        out = {}
-        for n in self._problems:
-            params = s.params[n] if s is not None else self._initial[n]
-            bufs = (s.states.get(n) if s is not None else None) or \
-                buffers(self._problems[n]._module)
-            out[n] = {**params, **{k: v.clone() for k, v in bufs.items()}}
-        return out
-
-    def _mirror_rates(self, name: str) -> None:
-        """``optimizer.param_groups[i]["lr"]`` as Betty has it: the torch scheduler, stepped
-        once per local step (here when the optimizer is read). The functional optimizer runs
-        the same schedule in closed form (``optim.from_torch``, tested equal to torch)."""
-        if self._depth:
-            return
-        p = self._problems[name]
-        if p.scheduler is not None:
-            with warnings.catch_warnings():  # the torch optimizer itself is never stepped
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler")
-                # Betty steps it every local step; with roll_back, once per roll-back update
-                target = self._schedule_steps[name] if name in self._rolled else \
-                    self._counts[name]
-                for _ in range(target - self._scheduled[name]):
-                    p.scheduler.step()
-            self._scheduled[name] = target
-        self._rates[name] = [g["lr"] for g in p._optimizer.param_groups]
-
-    def _check_rates(self) -> None:
-        """A rate set by hand in ``param_groups`` would be ignored by the functional optimizer:
-        refused."""
-        for n, seen in self._rates.items():
-            now = [g["lr"] for g in self._problems[n]._optimizer.param_groups]
-            if now != seen:
-                fail(f"{n}.optimizer.param_groups", "a learning rate set by hand is not "
-                     "followed (the rates come from the optimizer and scheduler given at "
-                     "Engine(...))", f"{now} after {seen}", "Express the change as a scheduler "
-                     "(e.g. LambdaLR) on the optimizer before building the Engine.")
-        self._rates.clear()
-
-    def _opt_state(self, name: str) -> Any:
-        return None if self._state is None else self._state.opt_states[name]
-
-    def _load(self, name: str, opt_state: Any) -> None:
-        self._touched.add(name)
-        if opt_state is not None:
-            if self._state is None:
-                fail(f"{name}.load_state_dict(state)", "an optimizer state can be loaded once "
-                     "the program has taken a step", None, "Load it after the first step.")
-            s = self._state
-            self._state = mlo.State(s.graph, s.step, s.params, {**s.opt_states, name: opt_state},
-                                    s.states, s.last_batch)
-
-    # -- stepping ------------------------------------------------------------------------------
     def _leaf_step(self, leaf: Problem) -> None:
-        """``leaf.step()``: the first leaf stepped in a round runs the global step, the others
-        of that round join it (one ``mlo.step`` updates every problem due)."""
-        if leaf.name in self._round or not self._round:
-            self._round = set()
+        """``leaf.step()``: the first leaf stepped in a global step runs it (one ``mlo.step``
+        updates every problem due); the other leaves join it. Stepping only some leaves in a
+        global step cannot be expressed here, and is refused."""
+        if leaf.name in self._round or self._round_at != self.global_step or not self._round:
+            self._close_round()
+            self._round, self._round_at = set(), self.global_step
             self._global_step()
         self._round.add(leaf.name)
+
+    def _close_round(self) -> None:
+        missing = [p.name for p in self.leaves if p.name not in self._round]
+        if self._round and missing:
+            fail(API, f"a global step stepped the leaves {sorted(self._round)} but not "
+                 f"{missing}; one global step updates every problem due", None,
+                 "Step every leaf in each train_step (the default train_step does).")
+
+    def _locals(self, t: int) -> list:
+        """Problems taking a local step at global step ``t``, bottom-up (an unrolled one
+        takes one every period, its window running when the last of them is taken)."""
+        g = self._state.graph
+        return [n for n in g.order if t % g.period[n] == 0]
+
+    def _global_step(self) -> None:
+        self._check_rates()
+        self._read_modules(self._problems)
+        g, t = self._state.graph, self._state.step + 1
+        names, local = g.updates_at(t), self._locals(t)
+        for n in local:  # Betty's order: on_inner_loop_start, count, get_batch, ...
+            start = not self._pending.get(n) if g.problems[n].unrolled else \
+                g.starts_inner_loop(n, t)
+            if start and implemented(self._problems[n], "on_inner_loop_start", Problem):
+                with torch.no_grad():
+                    self._problems[n].on_inner_loop_start()
+                self._read_modules([n])
+            if n in self._rolled and start:
+                self._starts[n] = cache(self._state, n)
+        batches = self._draw_all(local, names)
+        self._apply = set()  # the checks call param_callback's project: it must not act
+        self._first_checks(names, batches)
+        self._apply = {n for n in names
+                       if self._counts[n] % self._problems[n].config.gradient_accumulation == 0}
+        self._state, logs = mlo.step(self._state, batches)
+        self._alias(names)
+        self._check_finite(names, logs, t)
+        for n in names:
+            self._log(n, logs[n])
+        self._roll_backs(names)
+        for n in local:
+            if n not in self._rolled:
+                self._mirror_rates(n, 1)
+
+    def _draw_all(self, local: list, names: tuple) -> dict:
+        """Count and draw the local steps' batches; an unrolled window gets its list."""
+        g = self._state.graph
+        out = {}
+        for n in local:
+            self._counts[n] += 1
+            batch = self._draw(n)
+            if g.problems[n].unrolled:
+                self._pending.setdefault(n, []).append(batch)
+            else:
+                out[n] = batch
+        for n in names:
+            if g.problems[n].unrolled:
+                out[n] = self._pending.pop(n)
+        return out
 
     def _draw(self, name: str) -> Any:
         p = self._problems[name]
@@ -155,10 +110,54 @@ class Runtime:
         p.cur_batch = batch
         return batch
 
-    def _restart(self, name: str) -> None:
-        """``on_inner_loop_start``, on the real modules (every one up to date), read back."""
-        for n in self._problems:
-            self._mirror(n)
-        with torch.no_grad():
-            self._problems[name].on_inner_loop_start()
-        self._read_back()
+    def _first_checks(self, names: tuple, batches: dict) -> None:
+        """``mlo``'s checks of each problem's loss at its first batch; an unrolled lower whose
+        loss's gradient ignores an upper is refused (its hypergradient would be an exact zero:
+        the start a hook copies is a constant)."""
+        new = [n for n in names if n not in self._checked]
+        if not new:
+            return
+        s = self._state
+        first = {n: b[0] if s.graph.problems[n].unrolled else b for n, b in batches.items()}
+        preflight(s.graph, s.params, first, names=new)
+        self._checked.update(new)
+        for n in new:
+            p = s.graph.problems[n]
+            for up in (s.graph.uppers[n] if p.unrolled else ()):
+                if not _moves(lambda x, n=n, up=up: self._inner_grad(n, up, x, first[n]),
+                              s.params[up]):
+                    fail(API, f"the gradient of the loss of IterativeProblem '{n}' does not "
+                         f"depend on its upper '{up}', so '{up}''s hypergradient through it "
+                         "would be an exact zero (a start copied by on_inner_loop_start is a "
+                         "constant)", None, f"Couple the loss of '{n}' to '{up}' (iMAML's "
+                         "proximal term), or write MAML with mlo (reset + hypergrad.unrolled).")
+
+    def _inner_grad(self, name: str, upper: str, x: Any, batch: Any) -> Any:
+        s = self._state
+        loss = s.graph.problems[name].loss
+        reads = {r: (x if r == upper else s.params[r]) for r in s.graph.problems[name].reads}
+        return torch.func.grad(lambda th: _value(loss(th, batch, **reads)))(s.params[name])
+
+    def _roll_backs(self, names: tuple) -> None:
+        for n in sorted(self._rolled):  # its uppers stepped: back to the start, one update
+            if any(u.name in names for u in self._above(n)):
+                self._apply.add(n)
+                self._state = roll_back(self._state, n, self._starts[n],
+                                        self._problems[n].cur_batch)
+                self._alias([n])
+                self._mirror_rates(n, 1)  # Betty: the scheduler steps with the real update
+
+    def _check_finite(self, names: tuple, logs: dict, t: int) -> None:
+        codes = [int(logs[n]["nonfinite"]) for n in names]
+        for n, code in zip(names, codes):
+            if code:
+                parts = [w for bit, w in ((1, "loss"), (2, "gradient"), (4, "CG residual"),
+                                          (8, "new parameters")) if code & bit]
+                fail(API, f"the update of '{n}' at global step {t} has non-finite values in: "
+                     f"{', '.join(parts)}; the run stops rather than train on NaN", None,
+                     "Lower the learning rate, clip gradients (Config(gradient_clipping=...)),"
+                     " or check the data.", exc=FloatingPointError)
+
+
+def _value(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out

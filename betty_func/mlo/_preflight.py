@@ -1,7 +1,7 @@
 """Checks before any update: every loss is a scalar that depends on what its update moves."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Optional
 
 import torch
 
@@ -14,17 +14,20 @@ from ._program_checks import (check_callbacks, check_couplings, check_finite_los
                               check_finite_params, check_solvers)
 
 
-def preflight(g: Graph, params: dict, batches: dict) -> None:
+def preflight(g: Graph, params: dict, batches: dict, names: Optional[Iterable] = None) -> None:
     """Each loss, at ``batches[name]``, returns a scalar (or (scalar, metrics)) and depends on
     its own params or on a problem below it — else its update would be a silent zero. An error
     raised inside a user's loss is re-raised naming the problem and this phase. Then the checks
     of ``_program_checks`` (finite values, callbacks, couplings). The RNG is left as it was (a
-    loss with dropout draws nothing from the user's stream)."""
-    check_finite_params(params)
+    loss with dropout draws nothing from the user's stream). ``names``: check only those
+    problems (a front end checks each at its first real batch)."""
+    names = list(g.problems) if names is None else list(names)
+    check_finite_params({n: params[n] for n in names})
     states = {n: q.state for n, q in g.problems.items()}
     with torch.random.fork_rng():
-        check_callbacks(g, params)
-        for name, p in g.problems.items():
+        check_callbacks(g, params, names)
+        for name in names:
+            p = g.problems[name]
             ctx = Ctx(g, {name: batches.get(name)}, states)
             own = [name] + [r for r in p.reads if r in g.descendants[name]]
 

@@ -3,7 +3,7 @@ params' structure, and every declared coupling real (else a hypergradient is a s
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch.func import grad, jvp, vjp
@@ -26,10 +26,11 @@ def check_finite_params(params: dict) -> None:
                      "Initialize them with finite values.")
 
 
-def check_callbacks(g: Graph, params: dict) -> None:
+def check_callbacks(g: Graph, params: dict, names: Optional[list] = None) -> None:
     """``project`` and ``reset`` run once on the initial params and must keep their structure
-    and shapes (their output becomes the params)."""
-    for name, p in g.problems.items():
+    and shapes (their output becomes the params); ``names``: of those problems only."""
+    for name in (list(g.problems) if names is None else names):
+        p = g.problems[name]
         for what, run in (("project", lambda p=p: p.project(params[p.name])),
                           ("reset", lambda p=p: call_reset(p, params[p.name], params))):
             if getattr(p, what) is None:
@@ -132,7 +133,10 @@ def check_couplings(g: Graph, name: str, loss: Callable, params: dict) -> None:
                 fail(API, f"the loss of '{name}' reads its lower '{r}' but does not depend on "
                      f"it, so the hypergradient through '{r}' would be a silent zero", None,
                      f"Use '{r}' in the loss of '{name}' (not detached), or drop the read.")
-        elif r in g.uppers[name] and _through_gradient(p.method_for(r)):
+        elif r in g.uppers[name] and _through_gradient(p.method_for(r)) and \
+                not g.descendants[name]:
+            # (a problem with lowers of its own: its gradient may depend on the upper only
+            # through their responses, which this partial derivative does not see)
             def inner_grad(x: Any, r: str = r) -> Any:
                 return grad(lambda th: loss({name: th, r: x}))(params[name])
             if not _moves(inner_grad, params[r]):

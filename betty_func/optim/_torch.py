@@ -38,15 +38,17 @@ def _labels(optimizer: torch.optim.Optimizer, params: Mapping) -> tuple[dict, li
                  "dict(module.named_parameters()) does.")
         names[id(t)] = name
     labels: dict[str, Optional[int]] = dict.fromkeys(params)
+    # a tensor that requires no grad gets none, and torch's step skips it: it may be left out
     missing = [(g, i, tuple(t.shape)) for g, group in enumerate(optimizer.param_groups)
-               for i, t in enumerate(group["params"]) if id(t) not in names]
+               for i, t in enumerate(group["params"]) if id(t) not in names and t.requires_grad]
     if missing:
         g, i, shape = missing[0]
         fail(API, f"{len(missing)} tensor(s) in `optimizer.param_groups` are not in `params` "
              "(found by identity)", f"param_groups[{g}]['params'][{i}] of shape {shape}, ...",
              "Build both from the same module: params = dict(module.named_parameters()) and "
              "the optimizer on module.parameters() (or on those same tensors).")
-    groups = [[names[id(t)] for t in group["params"]] for group in optimizer.param_groups]
+    groups = [[names[id(t)] for t in group["params"] if id(t) in names]
+              for group in optimizer.param_groups]
     for g, group in enumerate(groups):
         labels.update(dict.fromkeys(group, g))
     return labels, groups

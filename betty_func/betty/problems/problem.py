@@ -3,7 +3,6 @@ as a pure loss over the problem's parameters (``torch.func.functional_call``), n
 into the module on a differentiated path."""
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 from torch import nn
@@ -80,25 +79,30 @@ class Problem:
     @property
     def module(self) -> nn.Module:
         """The problem's module, holding its current parameters (see the class docstring)."""
-        if self._engine is not None:
-            self._engine._mirror(self.name)
         return self._module
 
     @module.setter
     def module(self, value: nn.Module) -> None:
+        self._refuse_after_engine("module")
         self._module = value
 
     @property
     def optimizer(self) -> Any:
-        """The ``torch.optim`` optimizer given; its ``param_groups[i]["lr"]`` is the rate of the
-        next update (the scheduler's, as the run has stepped it)."""
-        if self._engine is not None:
-            self._engine._mirror_rates(self.name)
+        """The ``torch.optim`` optimizer given; its ``param_groups[i]["lr"]`` follows its
+        scheduler, stepped every local step as Betty steps it."""
         return self._optimizer
 
     @optimizer.setter
     def optimizer(self, value: Any) -> None:
+        self._refuse_after_engine("optimizer")
         self._optimizer = value
+
+    def _refuse_after_engine(self, what: str) -> None:
+        if self.__dict__.get("_engine") is not None:
+            fail(f"{self.name}.{what} = ...", f"the {what} of a problem cannot be replaced "
+                 "once it belongs to an Engine (the program was built from it)", None,
+                 "Edit it in place instead (e.g. self.module.load_state_dict(...)).",
+                 exc=AttributeError)
 
     @property
     def count(self) -> int:
@@ -207,25 +211,6 @@ class Problem:
         names = sorted(engine._problems) if engine is not None else []
         raise AttributeError(f"{type(self).__name__} '{self.__dict__.get('name')}' has no "
                              f"attribute '{item}'" + (f" (problems: {names})" if names else ""))
-
-
-def positional_arity(fn: Any) -> int:
-    """Required positional parameters of a bound method (``param_callback(self, params)``: 1)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return 0
-    return sum(1 for p in sig.parameters.values()
-               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty)
-
-
-def trainable(module: nn.Module) -> dict:
-    """``{name: tensor}`` of the module's parameters that require grad (detached)."""
-    return {k: v.detach() for k, v in module.named_parameters() if v.requires_grad}
-
-
-def buffers(module: nn.Module) -> dict:
-    return {k: v.detach() for k, v in module.named_buffers()}
 
 
 RESERVED = frozenset(dir(Problem)) | frozenset(_FIELDS)
