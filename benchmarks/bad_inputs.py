@@ -121,6 +121,43 @@ def _unwritable(tmp: Path) -> Any:
 
 NAN, INF = math.nan, math.inf
 _T = torch.zeros(2, dtype=F64)
+
+def _betty(inner: dict | None = None, engine: dict | None = None, hook: str | None = None,
+           optimizer: Any = None, scheduler: Any = None, run: bool = False) -> Any:
+    """The front end's bilevel program (``betty_func.betty``) with one thing changed."""
+    from betty_func.betty import Config, Engine, EngineConfig, ImplicitProblem
+
+    class Vec(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2, dtype=F64))
+
+        def forward(self):
+            return self.w
+
+    class Lo(ImplicitProblem):
+        def training_step(self, batch):
+            return ((self.module.w - self.hi()) ** 2).sum()
+
+    class Hi(ImplicitProblem):
+        def training_step(self, batch):
+            return ((self.lo.module.w - 1.0) ** 2).sum()
+    if hook:
+        setattr(Lo, hook, lambda self: None)
+    mlo_, mhi = Vec(), Vec()
+    opt = optimizer(mlo_.parameters()) if optimizer else torch.optim.SGD(mlo_.parameters(),
+                                                                         lr=0.5)
+    kw = {"type": "cg", **(inner or {})}
+    data = kw.pop("data", [(torch.zeros(1),)])
+    device = kw.pop("device", None)
+    lo = Lo("lo", Config(**kw), mlo_, opt, scheduler(opt) if scheduler else None,
+            train_data_loader=data, device=device)
+    hi = Hi("hi", Config(), mhi, torch.optim.SGD(mhi.parameters(), lr=0.5),
+            train_data_loader=[(torch.zeros(1),)], device=device)
+    e = Engine([hi, lo], EngineConfig(train_iters=3, **(engine or {})),
+               {"u2l": {hi: [lo]}, "l2u": {lo: [hi]}})
+    return e.run() if run else e
+
 CASES: list[Case] = [
     # optim: constructors
     Case("optim", "sgd lr nan", lambda t: optim.sgd(NAN), match=r"`lr` must be"),
@@ -414,6 +451,28 @@ CASES: list[Case] = [
                                                           "bias": torch.zeros(1),
                                                           "scale": torch.ones(1)}, _T.float()),
          match="scale"),
+    # the Betty front end (betty_func.betty)
+    Case("betty", "a misspelt hook", lambda t: _betty(hook="param_callbak"), match="Did you mean"),
+    Case("betty", "a Betty hook the front end does not call",
+         lambda t: _betty(hook="grad_callback"), match="grad_callback"),
+    Case("betty", "a method that does not exist yet", lambda t: _betty({"type": "sama"}),
+         match="issue 17"),
+    Case("betty", "a misspelt method", lambda t: _betty({"type": "dart"}), match="`type`"),
+    Case("betty", "a distributed strategy",
+         lambda t: _betty(engine={"strategy": "fsdp"}), match="mlo.Distributed"),
+    Case("betty", "an optimizer from_torch does not map",
+         lambda t: _betty(optimizer=lambda ps: torch.optim.RMSprop(ps)), TypeError, "RMSprop"),
+    Case("betty", "a scheduler from_torch does not map",
+         lambda t: _betty(scheduler=lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o)),
+         TypeError, "ReduceLROnPlateau"),
+    Case("betty", "a non-iterable loader", lambda t: _betty({"data": 5}), TypeError,
+         "not iterable"),
+    Case("betty", "an empty loader", lambda t: _betty({"data": []}, run=True),
+         match="yields no batch"),
+    Case("betty", "Neumann's default step that diverges",
+         lambda t: _betty({"type": "neumann"}, run=True), match="diverges"),
+    Case("betty", "the old step= and unroll_steps= disagree",
+         lambda t: _betty({"step": 2, "unroll_steps": 3}), match="old name"),
 ]
 
 

@@ -295,3 +295,13 @@ def test_rate_changed_through_the_users_own_optimizer_is_refused():
     with pytest.raises(ValueError, match="its learning rate was changed"):
         e.train_step()
 
+
+
+def test_a_module_shared_by_two_problems_is_refused():
+    m, data = Vec(), [(torch.zeros(1),)]
+    i = Inner("inner", Config(type="cg"), m, torch.optim.SGD(m.parameters(), lr=0.1),
+              train_data_loader=data)
+    o = Outer("outer", Config(), m, torch.optim.SGD(m.parameters(), lr=0.1),
+              train_data_loader=data)
+    with pytest.raises(ValueError, match="share a parameter"):
+        Engine([o, i], EngineConfig(train_iters=1), {"u2l": {o: [i]}, "l2u": {i: [o]}})

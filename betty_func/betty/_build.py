@@ -146,3 +146,16 @@ def check_orders(problems: dict, graph: dict) -> None:
                  f"through its lowers' updates, but {implicit} are ImplicitProblem", None,
                  "Make those lowers IterativeProblem, or drop first_order=False (an implicit "
                  "lower's method is its Config.type).")
+
+
+def check_disjoint(problems: dict) -> None:
+    """Each parameter belongs to one problem (a module shared by two would be two states)."""
+    owner: dict = {}
+    for n, p in problems.items():
+        for k, t in p._module.named_parameters():
+            other = owner.setdefault(id(t), (n, k))
+            if other[0] != n:
+                fail(API, f"problems '{other[0]}' and '{n}' share a parameter ({other[1]!r} / "
+                     f"{k!r}); each problem optimizes its own", None, "Give each problem its "
+                     "own module (copy it: copy.deepcopy(module)), and read the other's by name "
+                     "(self.<name>.module).")

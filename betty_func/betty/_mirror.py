@@ -54,14 +54,17 @@ class Mirror:
                 states[n] = buffers(self._problems[n]._module)
         self._state = mlo.State(s.graph, s.step, params, s.opt_states, states, s.last_batch)
 
-    def _current_values(self) -> dict:
-        """Every problem's tensors at the start of this step (buffers copied: a forward in
-        training mode updates them in place)."""
-        s = self._state
-        out = {}
-        for n in self._problems:
-            bufs = s.states.get(n) or buffers(self._problems[n]._module)
-            out[n] = {**s.params[n], **{k: v.clone() for k, v in bufs.items()}}
+    def _values(self, name: str, params: dict, reads: dict, state: Any) -> dict:
+        """The tensors one evaluation of ``name``'s loss puts into the modules: its params and
+        those of the problems it reads; every other module holds the state already (its
+        tensors). Buffers are copies (a forward in training mode updates them in place): its
+        own from ``state``, those of the problems it reads from the state."""
+        out = {name: {**params, **(state or {})}}
+        for r, tensors in reads.items():
+            out[r] = tensors
+            if r in self._buffered:
+                out[r] = {**tensors, **{k: v.clone()
+                                        for k, v in self._state.states[r].items()}}
         return out
 
     # -- the torch optimizer and scheduler -----------------------------------------------------

@@ -45,13 +45,9 @@ def loss_for(engine: Any, name: str, reads: tuple, has_state: bool) -> Callable:
 
     def loss(params: dict, batch: Any, **kw: Any) -> Any:
         state = kw.pop("state", None)
-        values = engine._current_values()
-        for n, tensors in kw.items():
-            values[n] = {**values[n], **tensors}
-        own = dict(state) if state is not None else {}
-        own = {k: v.clone() for k, v in own.items()}  # BatchNorm updates them in place
-        values[name] = {**values[name], **params, **own}
-        out = engine._holder.call(values, problem.training_step, batch)
+        own = {k: v.clone() for k, v in state.items()} if state is not None else None
+        out = engine._holder.call(engine._values(name, params, kw, own), problem.training_step,
+                                  batch)
         value, metrics = split_output(api, out)
         return (value, metrics, own) if has_state else (value, metrics)
 

@@ -12,7 +12,7 @@ from .._errors import fail
 from ..mlo._preflight import preflight
 from ..mlo._program_checks import _moves
 from ._feed import to_device
-from ._hooks import implemented
+from ._hooks import defined
 from ._mirror import Mirror
 from ._roll_back import cache, roll_back
 from .problems.problem import Problem
@@ -32,6 +32,10 @@ class Runtime(Mirror):
         self._apply: set = set()       # problems whose optimizer applies an update this step
         self._starts: dict = {}        # roll_back: where each lower's inner loop started
         self._rates = {n: self._seen(n) for n in self._problems}
+        # what each problem's class defines (hooks are found by definition, once)
+        self._hooks = {n: frozenset(defined(p, Problem)) for n, p in self._problems.items()}
+        self._buffered = frozenset(n for n, p in self._problems.items()
+                                   if any(True for _ in p._module.buffers()))
 
     def _leaf_step(self, leaf: Problem) -> None:
         """``leaf.step()``: the first leaf stepped in a global step runs it (one ``mlo.step``
@@ -64,7 +68,7 @@ class Runtime(Mirror):
         for n in local:  # Betty's order: on_inner_loop_start, count, get_batch, ...
             start = not self._pending.get(n) if g.problems[n].unrolled else \
                 g.starts_inner_loop(n, t)
-            if start and implemented(self._problems[n], "on_inner_loop_start", Problem):
+            if start and "on_inner_loop_start" in self._hooks[n]:
                 with torch.no_grad():
                     self._problems[n].on_inner_loop_start()
                 self._read_modules([n])
@@ -103,7 +107,7 @@ class Runtime(Mirror):
 
     def _draw(self, name: str) -> Any:
         p = self._problems[name]
-        if implemented(p, "get_batch", Problem):
+        if "get_batch" in self._hooks[name]:
             batch = to_device(p.get_batch(), self.device)
         else:
             batch = self._feeds[name].next()

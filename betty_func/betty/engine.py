@@ -102,8 +102,10 @@ class Engine(Runtime, Reports):
                     p.__dict__[q.name] = q
 
     def _translate(self) -> list:
-        """Each Betty problem as an ``mlo.Problem`` reading every problem above and below it."""
+        """Each Betty problem as an ``mlo.Problem`` reading the problems directly above and
+        below it."""
         _build.check_orders(self._problems, self._graph)
+        _build.check_disjoint(self._problems)
         uppers = {n: [u for u, lows in self._graph.items() if n in lows] for n in self._problems}
         self._keys = {}
         out = []
