@@ -455,7 +455,7 @@ CASES: list[Case] = [
     Case("betty", "a misspelt hook", lambda t: _betty(hook="param_callbak"), match="Did you mean"),
     Case("betty", "a Betty hook the front end does not call",
          lambda t: _betty(hook="grad_callback"), match="grad_callback"),
-    Case("betty", "a method that does not exist yet", lambda t: _betty({"type": "sama"}),
+    Case("betty", "a method that does not exist yet", lambda t: _betty({"type": "reinforce"}),
          match="issue 17"),
     Case("betty", "a misspelt method", lambda t: _betty({"type": "dart"}), match="`type`"),
     Case("betty", "a distributed strategy",

@@ -203,7 +203,7 @@ def test_misnamed_and_unsupported_hooks():
 
 
 def test_refused_methods_and_orders():
-    refuses("names a method betty_func does not have yet", inner_config=Config(type="sama"))
+    refuses("names a method betty_func does not have yet", inner_config=Config(type="reinforce"))
     refuses("asks to differentiate through its lowers' updates",
             outer_config=Config(first_order=False))
     with pytest.raises(ValueError, match="`warmup_steps` > 0 is not supported"):
@@ -387,3 +387,26 @@ def test_wandb_logger_without_wandb_is_an_error():
         pytest.skip("wandb is installed here")
     refuses("needs the wandb package, which is not installed", exc=ModuleNotFoundError,
             engine_config=EngineConfig(logger_type="wandb"))
+
+
+def test_sama_lower_equals_the_mlo_program():
+    """Config(type='sama') on an Adam lower is hypergrad.sama(eps=sama_adam_alpha) with the
+    lower's own optimizer state after its update (the mlo program by hand)."""
+    from betty_func import hypergrad as hg, mlo, optim as boptim
+    data = [(torch.zeros(1),)]
+    mi, mo = Vec(), Vec(value=0.5)
+    i = Inner("inner", Config(type="sama", sama_adam_alpha=0.5), mi,
+              torch.optim.Adam(mi.parameters(), lr=0.05), train_data_loader=data)
+    o = Outer("outer", Config(), mo, torch.optim.SGD(mo.parameters(), lr=1.0),
+              train_data_loader=data)
+    e = Engine([o, i], EngineConfig(train_iters=3), {"u2l": {o: [i]}, "l2u": {i: [o]}})
+    e.run()
+    probs = [mlo.Problem("inner", lambda w, b, *, outer: 0.5 * ((w - outer) ** 2).sum()
+                         + 0.5 * (w ** 2).sum(), torch.zeros(3, dtype=torch.float64),
+                         boptim.adam(0.05), hypergrad=hg.sama(eps=0.5)),
+             mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
+                         torch.full((3,), 0.5, dtype=torch.float64), boptim.sgd(1.0))]
+    ref = mlo.solve(probs, {"outer": ["inner"]}, steps=3,
+                    logging=mlo.Logging(progress=False, console=False))
+    assert (ref.params["outer"] - 0.5).abs().max() > 1e-3
+    torch.testing.assert_close(mo.w.detach(), ref.params["outer"], rtol=1e-12, atol=1e-15)

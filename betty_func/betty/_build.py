@@ -111,9 +111,11 @@ def method_for(lower: Any) -> Any:
         return hg.neumann(steps=c.neumann_iterations, alpha=c.neumann_alpha)
     if kind == "cg":
         return hg.cg(maxiter=c.cg_iterations)
+    if kind == "sama":
+        return hg.sama(eps=c.sama_adam_alpha)
     fail(API, f"Config(type={kind!r}) of '{lower.name}' names a method betty_func does not have "
-         "yet (issue 17 of the project builds SAMA and zero-order methods)", repr(kind),
-         "Use type='darts', 'neumann' or 'cg'.")
+         "yet (issue 17 of the project builds the zero-order method Betty's stub stands for)",
+         repr(kind), "Use type='darts', 'neumann', 'cg' or 'sama'.")
 
 
 def optimizer_for(problem: Any, named: dict) -> optim.Optimizer:

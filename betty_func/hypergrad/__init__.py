@@ -2,9 +2,9 @@
 
 ``hypergrad.grad(outer_loss, inner_loss, method)(inner_params, outer_params, *args)`` with a
 method from: :func:`cg`, :func:`neumann`, :func:`darts`, :func:`exact` (aliases of
-:func:`implicit`), :func:`unrolled`, or :func:`first_order` (FOMAML). The primitives
-:func:`implicit`, :func:`exact_mixed`, :func:`finite_difference` and the HVP builders are public
-for new compositions.
+:func:`implicit`), :func:`unrolled`, :func:`first_order` (FOMAML) or :func:`sama` (the lower's
+optimizer step). The primitives :func:`implicit`, :func:`exact_mixed`, :func:`finite_difference`
+and the HVP builders are public for new compositions.
 """
 from ._aliases import cg, darts, exact, neumann
 from ._exact_mixed import exact_mixed
@@ -15,9 +15,10 @@ from ._hvp import forward_over_reverse, reverse_over_reverse
 from ._implicit import Implicit, implicit
 from ._inner import Keyed, LossGrad, LossInner, Updates
 from ._method import HypergradInfo, Method
+from ._sama import Sama, sama
 from ._unrolled import Unrolled, unrolled
 
 __all__ = ["grad", "implicit", "Implicit", "LossGrad", "unrolled", "cg", "neumann", "darts",
            "exact", "exact_mixed", "finite_difference", "reverse_over_reverse",
            "forward_over_reverse", "HypergradInfo", "Method", "Unrolled", "LossInner", "Updates",
-           "Keyed", "first_order", "FirstOrder"]
+           "Keyed", "first_order", "FirstOrder", "sama", "Sama"]

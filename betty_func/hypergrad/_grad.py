@@ -22,7 +22,8 @@ def grad(outer_loss: Loss, inner_loss: Loss, method: Method,
     ``g(inner_params, outer_params, *args, init=None)`` gives a pytree shaped like
     ``outer_params``, direct term :math:`\nabla_\lambda F` included. For implicit methods
     ``inner_params`` is the (approximate) inner solution; for ``unrolled`` it is θ0. ``init``
-    warm-starts an implicit method's linear solve. With ``return_info=True``, ``g`` returns
+    warm-starts an implicit method's linear solve; ``optimizer_state`` is the inner optimizer's
+    state at ``inner_params`` for :func:`sama`. With ``return_info=True``, ``g`` returns
     ``(hypergrad, HypergradInfo)``. ``g`` composes with ``torch.vmap`` and ``torch.compile``.
 
     Example:
@@ -47,18 +48,29 @@ def grad(outer_loss: Loss, inner_loss: Loss, method: Method,
     # too: inner_params is then the inner solution, and the direct term is added here
     run = method if callable(method) else functools.partial(_by_pullback, method)
 
-    def g(inner_params: PyTree, outer_params: PyTree, *args: Any, init: PyTree = None) -> Any:
+    def g(inner_params: PyTree, outer_params: PyTree, *args: Any, init: PyTree = None,
+          optimizer_state: Any = None) -> Any:
         tree.check_float(API, inner_params, "inner_params")
         tree.check_float(API, outer_params, "outer_params")
-        hyper, info = run(outer_loss, inner_loss, inner_params, outer_params, args, init,
-                          return_info)
+        if optimizer_state is not None:
+            if not getattr(method, "reads_optimizer", False):
+                fail(API, f"`optimizer_state` is read by methods of the inner optimizer's step "
+                     f"(hypergrad.sama), not by {method!r}", None, "Drop optimizer_state=.",
+                     exc=TypeError)
+            hyper, info = _by_pullback(method, outer_loss, inner_loss, inner_params,
+                                       outer_params, args, init, return_info, optimizer_state)
+        else:
+            hyper, info = run(outer_loss, inner_loss, inner_params, outer_params, args, init,
+                              return_info)
         return (hyper, info) if return_info else hyper
 
     return g
 
 
 def _by_pullback(method: Any, outer_loss: Loss, inner_loss: Loss, theta: PyTree, lam: PyTree,
-                 args: tuple, init: PyTree, with_info: bool) -> tuple:
+                 args: tuple, init: PyTree, with_info: bool,
+                 optimizer_state: Any = None) -> tuple:
     v, direct = outer_grads(API, outer_loss, theta, lam, args)
-    back, info = method.pullback(LossInner(API, inner_loss, args), theta, lam, v, init, with_info)
+    inner = LossInner(API, inner_loss, args, optimizer_state=optimizer_state)
+    back, info = method.pullback(inner, theta, lam, v, init, with_info)
     return tree.add(direct, back), info

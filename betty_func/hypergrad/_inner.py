@@ -12,7 +12,10 @@ gives the method what it may use, all pure functions of explicit inputs:
 * ``inner.updates``: for unrolled methods, the updates to differentiate through
   (:class:`Updates`), or None;
 * ``inner.start``: ``x -> θ₀``, where the inner problem starts from its outer variables (mlo: a
-  lower's ``reset``; first-order methods), or None / absent.
+  lower's ``reset``; first-order methods), or None / absent;
+* ``inner.optimizer`` / ``inner.optimizer_state``: the inner problem's optimizer and its state
+  at θ (mlo: the lower's own, after its update; ``hypergrad.grad``: ``optimizer_state=``), or
+  None / absent (SAMA reads them).
 
 :func:`hypergrad.grad` builds it from ``inner_loss(θ, λ, *args)`` (:class:`LossInner`);
 ``mlo.solve`` builds one per lower problem, whose ``grad`` is that problem's total gradient
@@ -69,13 +72,15 @@ class LossGrad:
 
 
 class LossInner:
-    """The inner problem of :func:`hypergrad.grad`: ``inner_loss(θ, λ, *args)``."""
+    """The inner problem of :func:`hypergrad.grad`: ``inner_loss(θ, λ, *args)``;
+    ``optimizer_state``: the inner optimizer's state at θ, for methods that read it (SAMA)."""
 
     def __init__(self, api: str, inner_loss: Loss, args: tuple,
-                 updates: Optional[Updates] = None):
+                 updates: Optional[Updates] = None, optimizer_state: Any = None):
         self.grad = LossGrad(api, inner_loss, 0, args)
         self.grad_outer = LossGrad(api, inner_loss, 1, args)
         self.key, self.updates = self.grad.key, updates
+        self.optimizer_state = optimizer_state
 
     def linearize(self, theta: PyTree, lam: PyTree) -> tuple[PyTree, Callable]:
         return vjp(self.grad, theta, lam)

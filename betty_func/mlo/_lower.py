@@ -46,6 +46,16 @@ class Lower:
         theta = self.values[self.name]
         return lambda x: call_reset(p, theta, {**self.values, **x})
 
+    @property
+    def optimizer(self) -> Any:
+        """The lower's own optimizer (SAMA differentiates its step)."""
+        return self.ctx.graph.problems[self.name].optimizer
+
+    @property
+    def optimizer_state(self) -> Any:
+        """Its optimizer state as of its update this step (or the step's start)."""
+        return self.ctx.opt_states.get(self.name)
+
     def _point(self, theta: PyTree, x: dict) -> dict:
         return {**self.values, **x, self.name: theta}
 

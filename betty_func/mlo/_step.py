@@ -37,7 +37,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     while the averaged gradient is finite, would make that rank skip alone), so bit 1 is then
     dropped from the mask; the loss still shows in the logged (mean) loss.
     """
-    ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate)
+    ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate, dict(opt_states))
     want, logs = logs, {}
     params, opt_states = dict(params), dict(opt_states)
     for name in names:
@@ -76,6 +76,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             if rate is not None:
                 logs[name]["lr"] = rate
         params[name], opt_states[name] = theta, state
+        ctx = replace(ctx, opt_states={**ctx.opt_states, name: state})
     last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
     return params, opt_states, ctx.state, last, logs
 

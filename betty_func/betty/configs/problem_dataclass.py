@@ -29,8 +29,10 @@ class Config:
                                ``"darts"`` = ``hypergrad.darts(eps=darts_alpha)``, ``"neumann"`` =
                                ``hypergrad.neumann(neumann_iterations, neumann_alpha)`` (refused at
                                step 0 when α diverges), ``"cg"`` = ``hypergrad.cg(cg_iterations)``
-                               (the correct algorithm); ``"sama"``, ``"reinforce"``: refused until
-                               those methods exist (issue 17). An ``IterativeProblem`` lower is
+                               (the correct algorithm), ``"sama"`` =
+                               ``hypergrad.sama(eps=sama_adam_alpha)`` (the lower's own optimizer
+                               step: Adam's at its current moments); ``"reinforce"``: refused until
+                               that method exists (issue 17). An ``IterativeProblem`` lower is
                                differentiated by ``hypergrad.unrolled()`` whatever ``type`` says.
     ``unroll_steps``           lower steps per upper step (``step`` / ``steps``: old names)
     ``gradient_accumulation``  batches averaged per optimizer step (``optim.accumulate``); the
@@ -52,7 +54,7 @@ class Config:
     ``neumann_*``, ``cg_*``    as above; ``cg_alpha`` does not change correct CG's iterates (CG is
                                invariant to scaling the system), so it is accepted for any value > 0
     ``warmup_steps``           refused when > 0 (not supported yet)
-    ``sama_*``                 only with ``type="sama"`` (refused)
+    ``sama_multitask``         accepted, without meaning (θ is never moved: nothing to restore)
     ========================== =====================================================================
 
     Example:
