@@ -203,7 +203,6 @@ def test_misnamed_and_unsupported_hooks():
 
 
 def test_refused_methods_and_orders():
-    refuses("names a method betty_func does not have yet", inner_config=Config(type="reinforce"))
     refuses("asks to differentiate through its lowers' updates",
             outer_config=Config(first_order=False))
     with pytest.raises(ValueError, match="`warmup_steps` > 0 is not supported"):
@@ -407,6 +406,34 @@ def test_sama_lower_equals_the_mlo_program():
              mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
                          torch.full((3,), 0.5, dtype=torch.float64), boptim.sgd(1.0))]
     ref = mlo.solve(probs, {"outer": ["inner"]}, steps=3,
+                    logging=mlo.Logging(progress=False, console=False))
+    assert (ref.params["outer"] - 0.5).abs().max() > 1e-3
+    torch.testing.assert_close(mo.w.detach(), ref.params["outer"], rtol=1e-12, atol=1e-15)
+
+
+def test_reinforce_is_the_zero_order_method_on_the_lowers_window():
+    """Config(type='reinforce') (Betty's stub) is hypergrad.zero_order(): the lower runs its
+    unroll_steps updates as a window; with the RNG seeded alike, the upper's step equals the mlo
+    program's."""
+    from betty_func import hypergrad as hg, mlo, optim as boptim
+    data = [(torch.zeros(1),)]
+    mi, mo = Vec(), Vec(value=0.5)
+    i = Inner("inner", Config(type="reinforce", unroll_steps=2), mi,
+              torch.optim.SGD(mi.parameters(), lr=0.1), train_data_loader=data)
+    o = Outer("outer", Config(), mo, torch.optim.SGD(mo.parameters(), lr=1.0),
+              train_data_loader=data)
+    e = Engine([o, i], EngineConfig(train_iters=4), {"u2l": {o: [i]}, "l2u": {i: [o]}})
+    assert e._mlo[1].hypergrad.__class__ is hg.ZeroOrder or e._mlo[0].hypergrad.__class__ is \
+        hg.ZeroOrder
+    torch.manual_seed(7)
+    e.run()
+    probs = [mlo.Problem("inner", lambda w, b, *, outer: 0.5 * ((w - outer) ** 2).sum()
+                         + 0.5 * (w ** 2).sum(), torch.zeros(3, dtype=torch.float64),
+                         boptim.sgd(0.1), unroll_steps=2, hypergrad=hg.zero_order()),
+             mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
+                         torch.full((3,), 0.5, dtype=torch.float64), boptim.sgd(1.0))]
+    torch.manual_seed(7)
+    ref = mlo.solve(probs, {"outer": ["inner"]}, steps=4,
                     logging=mlo.Logging(progress=False, console=False))
     assert (ref.params["outer"] - 0.5).abs().max() > 1e-3
     torch.testing.assert_close(mo.w.detach(), ref.params["outer"], rtol=1e-12, atol=1e-15)

@@ -113,9 +113,14 @@ def method_for(lower: Any) -> Any:
         return hg.cg(maxiter=c.cg_iterations)
     if kind == "sama":
         return hg.sama(eps=c.sama_adam_alpha)
-    fail(API, f"Config(type={kind!r}) of '{lower.name}' names a method betty_func does not have "
-         "yet (issue 17 of the project builds the zero-order method Betty's stub stands for)",
-         repr(kind), "Use type='darts', 'neumann', 'cg' or 'sama'.")
+    return hg.zero_order()  # "reinforce": Betty's stub; evolution strategies on the updates
+
+
+def windowed(problem: Any) -> bool:
+    """True when the uppers differentiate through this problem's updates (a window of its
+    ``unroll_steps`` updates run together): an ``IterativeProblem``, or ``type="reinforce"``
+    (the zero-order method perturbs the window's result)."""
+    return problem.iterative or problem.config.type == "reinforce"
 
 
 def optimizer_for(problem: Any, named: dict) -> optim.Optimizer:
@@ -142,7 +147,7 @@ def check_orders(problems: dict, graph: dict) -> None:
     be ``IterativeProblem`` (Betty then silently computed no hypergradient at all)."""
     for up, lows in graph.items():
         p = problems[up]
-        implicit = [lo for lo in lows if not problems[lo].iterative]
+        implicit = [lo for lo in lows if not windowed(problems[lo])]
         if not p.config.first_order and implicit:
             fail(API, f"'{up}' has Config(first_order=False), which asks to differentiate "
                  f"through its lowers' updates, but {implicit} are ImplicitProblem", None,

@@ -35,6 +35,7 @@ def rolled(engine: Any) -> frozenset:
         c = p.config
         why = ("it has problems below it" if engine._below(n) else
                "it is an IterativeProblem" if p.iterative else
+               "its method (reinforce) perturbs its updates" if c.type == "reinforce" else
                "it accumulates gradients" if c.gradient_accumulation > 1 else
                "its scheduler would advance through the discarded updates"
                if p.scheduler is not None and c.unroll_steps > 1 else None)

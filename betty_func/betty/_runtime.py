@@ -130,7 +130,8 @@ class Runtime(Mirror):
             for up in (s.graph.uppers[n] if p.unrolled else ()):
                 if not _moves(lambda x, n=n, up=up: self._inner_grad(n, up, x, first[n]),
                               s.params[up]):
-                    fail(API, f"the gradient of the loss of IterativeProblem '{n}' does not "
+                    fail(API, f"the gradient of the loss of '{n}' (differentiated through its "
+                         f"updates) does not "
                          f"depend on its upper '{up}', so '{up}''s hypergradient through it "
                          "would be an exact zero (a start copied by on_inner_loop_start is a "
                          "constant)", None, f"Couple the loss of '{n}' to '{up}' (iMAML's "

@@ -116,12 +116,13 @@ class Engine(Runtime, Reports):
             bufs = buffers(p._module)
             has_state = bool(bufs)
             c = p.config
-            if p.iterative and (implemented(p, "param_callback", Problem) or
-                                c.gradient_accumulation > 1):
-                fail(API, f"IterativeProblem '{n}' cannot take param_callback or "
-                     "gradient_accumulation: its updates are differentiated, and an in-place "
-                     "edit or a skipped step would cut that path", None,
-                     "Use ImplicitProblem for it, or drop them.")
+            if _build.windowed(p) and (implemented(p, "param_callback", Problem) or
+                                       c.gradient_accumulation > 1):
+                fail(API, f"'{n}' ({type(p).__name__}, type={c.type!r}) cannot take "
+                     "param_callback or gradient_accumulation: its uppers differentiate through "
+                     "its updates, and an in-place edit or a skipped step would cut that path",
+                     None, "Use an implicit method (ImplicitProblem, type='darts' / 'cg' / ...), "
+                     "or drop them.")
             out.append(mlo.Problem(
                 n, loss_for(self, n, related, has_state), params,
                 _build.optimizer_for(p, {k: v for k, v in p._module.named_parameters()

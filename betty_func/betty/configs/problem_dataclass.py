@@ -31,9 +31,11 @@ class Config:
                                step 0 when α diverges), ``"cg"`` = ``hypergrad.cg(cg_iterations)``
                                (the correct algorithm), ``"sama"`` =
                                ``hypergrad.sama(eps=sama_adam_alpha)`` (the lower's own optimizer
-                               step: Adam's at its current moments); ``"reinforce"``: refused until
-                               that method exists (issue 17). An ``IterativeProblem`` lower is
-                               differentiated by ``hypergrad.unrolled()`` whatever ``type`` says.
+                               step: Adam's at its current moments); ``"reinforce"`` (a stub in
+                               Betty) = ``hypergrad.zero_order()``: evolution strategies on the
+                               result of the lower's ``unroll_steps`` updates, run as a window. An
+                               ``IterativeProblem`` lower is differentiated by
+                               ``hypergrad.unrolled()`` whatever ``type`` says.
     ``unroll_steps``           lower steps per upper step (``step`` / ``steps``: old names)
     ``gradient_accumulation``  batches averaged per optimizer step (``optim.accumulate``); the
                                scheduler steps every local step, as in Betty
