@@ -74,6 +74,7 @@ def configs(p, quick: bool) -> list[tuple]:
              ("sama (SGD)", None, hg.sama(optimizer=sgd), sgd),
              ("sama (Adam)", None, hg.sama(optimizer=optim.adam(ADAM_LR)), optim.adam(ADAM_LR))]
     rows += [("unrolled", t, hg.unrolled(t, sgd), sgd) for t in unr_t]
+    rows += [("penalty", k, hg.penalty(k, 1.0 / p.L), sgd) for k in neu_k]  # gradients only
     return rows
 
 
@@ -118,8 +119,9 @@ def outer_loop(p, quick: bool) -> tuple[list[dict], dict]:
     with counter(p) as c:
         torch.func.grad(p.inner_loss)(p.theta0, p.lam0)
     unit, rows, curves = c.flops, [], {}
-    keep = ({"cg": (20,), "neumann": (10,), "unrolled": (10,)} if quick else
-            {"cg": (5, 10, 20, 50), "neumann": (10, 50), "unrolled": (10, 50)})
+    keep = ({"cg": (20,), "neumann": (10,), "unrolled": (10,), "penalty": (10,)} if quick else
+            {"cg": (5, 10, 20, 50), "neumann": (10, 50), "unrolled": (10, 50),
+             "penalty": (10, 50)})
     picks = [r for r in configs(p, quick) if r[0] not in keep or r[1] in keep[r[0]]]
     picks.insert(1, ("cg, warm start", 5, hg.cg(maxiter=5), picks[0][3]))
     for name, knob, method, opt in picks:

@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = {"exact", "cg", "neumann", "darts", "sama (SGD)", "sama (Adam)", "unrolled"}
+METHODS = {"exact", "cg", "neumann", "darts", "sama (SGD)", "sama (Adam)", "unrolled",
+           "penalty"}
 
 
 def _tables(text: str) -> list[list[dict]]:
@@ -35,6 +36,8 @@ def test_bilevel_quadratic_quick(tmp_path):
     assert err[("exact", "–")] < 1e-12 and err[("cg", "20")] < 1e-5
     assert err[("cg", "5")] > err[("cg", "20")] and err[("neumann", "10")] > err[("neumann", "50")]
     assert err[("darts", "–")] == err[("sama (SGD)", "–")] > 0.1  # SGD's sama = darts(scale=η)
+    # K gradient steps of the penalty method are a K-term Neumann series computed from gradients
+    assert 0.5 < err[("penalty", "10")] / err[("neumann", "10")] < 2
     hv = {(r["method"], r["maxiter / steps"]): int(r["H·v (counted)"]) for r in fixed}
     assert hv[("cg", "20")] - hv[("cg", "5")] == 30  # 2 H·v per HVP: one HVP per iteration
     status = {r["method"] + r["maxiter / steps"]: r["target"] for r in outer}
