@@ -77,3 +77,15 @@ def test_refusals():
                                                                      "multiplier")):
         with pytest.raises(ValueError, match=what):
             hg.penalty(**kw)
+
+
+def test_vmap_and_compile_equal_eager():
+    g = hg.grad(P.outer_loss, P.inner_loss, hg.penalty(10, 1.0 / P.L))
+    th = P.solution(LAM)
+    lams = torch.stack([LAM, 2 * LAM])
+    batched = torch.vmap(lambda lam: g(th, lam))(lams)
+    for i in range(2):
+        torch.testing.assert_close(batched[i], g(th, lams[i]), rtol=1e-12, atol=1e-14)
+    torch._dynamo.reset()
+    compiled = torch.compile(g, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(th, LAM), g(th, LAM), rtol=1e-12, atol=1e-14)
