@@ -29,15 +29,29 @@ class Outer(ImplicitProblem):
 
 def program(inner_cls=Inner, outer_cls=Outer, inner_config=None, outer_config=None,
             engine_cls=Engine, engine_config=None, lr=0.1, outer_lr=0.1, env=None,
-            dtype=torch.float64, **kw):
+            dtype=torch.float64, inner_optimizer=None, **kw):
+    """The engine of the program; ``inner_optimizer(params)`` replaces the inner SGD(lr)."""
     data = [(torch.zeros(1),)]
     mi, mo = Vec(dtype=dtype), Vec(value=0.5, dtype=dtype)
+    opt = inner_optimizer(mi.parameters()) if inner_optimizer else \
+        torch.optim.SGD(mi.parameters(), lr=lr)
     inner = inner_cls("inner", config=inner_config or Config(type="cg", cg_iterations=3),
-                      module=mi, optimizer=torch.optim.SGD(mi.parameters(), lr=lr),
-                      train_data_loader=data, **kw)
+                      module=mi, optimizer=opt, train_data_loader=data, **kw)
     outer = outer_cls("outer", config=outer_config or Config(), module=mo,
                       optimizer=torch.optim.SGD(mo.parameters(), lr=outer_lr),
                       train_data_loader=data)
     deps = {"u2l": {outer: [inner]}, "l2u": {inner: [outer]}}
     return engine_cls(problems=[outer, inner], config=engine_config or EngineConfig(train_iters=5),
                       dependencies=deps, env=env)
+
+
+def mlo_twin(inner_optimizer, hypergrad, steps, outer_lr=0.1, unroll_steps=1):
+    """The same program written with mlo directly, solved for ``steps``: its params."""
+    from betty_func import mlo, optim
+    probs = [mlo.Problem("inner", lambda w, b, *, outer: 0.5 * ((w - outer) ** 2).sum()
+                         + 0.5 * (w ** 2).sum(), torch.zeros(3, dtype=torch.float64),
+                         inner_optimizer, hypergrad=hypergrad, unroll_steps=unroll_steps),
+             mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
+                         torch.full((3,), 0.5, dtype=torch.float64), optim.sgd(outer_lr))]
+    return mlo.solve(probs, {"outer": ["inner"]}, steps=steps,
+                     logging=mlo.Logging(progress=False, console=False)).params

@@ -13,7 +13,7 @@ from betty_func.betty.engine import Engine
 from betty_func.betty.envs import Env
 from betty_func.betty.problems import ImplicitProblem
 
-from _betty_small import Inner, Outer, Vec, program
+from _betty_small import Inner, Outer, Vec, mlo_twin, program
 
 
 def test_import_forms():
@@ -391,49 +391,27 @@ def test_wandb_logger_without_wandb_is_an_error():
 def test_sama_lower_equals_the_mlo_program():
     """Config(type='sama') on an Adam lower is hypergrad.sama(eps=sama_adam_alpha) with the
     lower's own optimizer state after its update (the mlo program by hand)."""
-    from betty_func import hypergrad as hg, mlo, optim as boptim
-    data = [(torch.zeros(1),)]
-    mi, mo = Vec(), Vec(value=0.5)
-    i = Inner("inner", Config(type="sama", sama_adam_alpha=0.5), mi,
-              torch.optim.Adam(mi.parameters(), lr=0.05), train_data_loader=data)
-    o = Outer("outer", Config(), mo, torch.optim.SGD(mo.parameters(), lr=1.0),
-              train_data_loader=data)
-    e = Engine([o, i], EngineConfig(train_iters=3), {"u2l": {o: [i]}, "l2u": {i: [o]}})
+    from betty_func import hypergrad as hg, optim as boptim
+    e = program(inner_config=Config(type="sama", sama_adam_alpha=0.5), outer_lr=1.0,
+                inner_optimizer=lambda ps: torch.optim.Adam(ps, lr=0.05),
+                engine_config=EngineConfig(train_iters=3))
     e.run()
-    probs = [mlo.Problem("inner", lambda w, b, *, outer: 0.5 * ((w - outer) ** 2).sum()
-                         + 0.5 * (w ** 2).sum(), torch.zeros(3, dtype=torch.float64),
-                         boptim.adam(0.05), hypergrad=hg.sama(eps=0.5)),
-             mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
-                         torch.full((3,), 0.5, dtype=torch.float64), boptim.sgd(1.0))]
-    ref = mlo.solve(probs, {"outer": ["inner"]}, steps=3,
-                    logging=mlo.Logging(progress=False, console=False))
-    assert (ref.params["outer"] - 0.5).abs().max() > 1e-3
-    torch.testing.assert_close(mo.w.detach(), ref.params["outer"], rtol=1e-12, atol=1e-15)
+    ref = mlo_twin(boptim.adam(0.05), hg.sama(eps=0.5), steps=3, outer_lr=1.0)
+    assert (ref["outer"] - 0.5).abs().max() > 1e-3
+    torch.testing.assert_close(e.outer.module.w.detach(), ref["outer"], rtol=1e-12, atol=1e-15)
 
 
 def test_reinforce_is_the_zero_order_method_on_the_lowers_window():
     """Config(type='reinforce') (Betty's stub) is hypergrad.zero_order(): the lower runs its
     unroll_steps updates as a window; with the RNG seeded alike, the upper's step equals the mlo
     program's."""
-    from betty_func import hypergrad as hg, mlo, optim as boptim
-    data = [(torch.zeros(1),)]
-    mi, mo = Vec(), Vec(value=0.5)
-    i = Inner("inner", Config(type="reinforce", unroll_steps=2), mi,
-              torch.optim.SGD(mi.parameters(), lr=0.1), train_data_loader=data)
-    o = Outer("outer", Config(), mo, torch.optim.SGD(mo.parameters(), lr=1.0),
-              train_data_loader=data)
-    e = Engine([o, i], EngineConfig(train_iters=4), {"u2l": {o: [i]}, "l2u": {i: [o]}})
-    assert e._mlo[1].hypergrad.__class__ is hg.ZeroOrder or e._mlo[0].hypergrad.__class__ is \
-        hg.ZeroOrder
+    from betty_func import hypergrad as hg, optim as boptim
+    e = program(inner_config=Config(type="reinforce", unroll_steps=2), outer_lr=1.0,
+                engine_config=EngineConfig(train_iters=4))
+    assert any(isinstance(p.hypergrad, hg.ZeroOrder) for p in e._mlo)
     torch.manual_seed(7)
     e.run()
-    probs = [mlo.Problem("inner", lambda w, b, *, outer: 0.5 * ((w - outer) ** 2).sum()
-                         + 0.5 * (w ** 2).sum(), torch.zeros(3, dtype=torch.float64),
-                         boptim.sgd(0.1), unroll_steps=2, hypergrad=hg.zero_order()),
-             mlo.Problem("outer", lambda w, b, *, inner: 0.5 * ((inner - 1.0) ** 2).sum(),
-                         torch.full((3,), 0.5, dtype=torch.float64), boptim.sgd(1.0))]
     torch.manual_seed(7)
-    ref = mlo.solve(probs, {"outer": ["inner"]}, steps=4,
-                    logging=mlo.Logging(progress=False, console=False))
-    assert (ref.params["outer"] - 0.5).abs().max() > 1e-3
-    torch.testing.assert_close(mo.w.detach(), ref.params["outer"], rtol=1e-12, atol=1e-15)
+    ref = mlo_twin(boptim.sgd(0.1), hg.zero_order(), steps=4, outer_lr=1.0, unroll_steps=2)
+    assert (ref["outer"] - 0.5).abs().max() > 1e-3
+    torch.testing.assert_close(e.outer.module.w.detach(), ref["outer"], rtol=1e-12, atol=1e-15)

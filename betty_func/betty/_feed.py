@@ -28,7 +28,6 @@ class Feed:
                      "Pass a DataLoader or another re-iterable of batches (a list), or a tuple "
                      "of them.", exc=TypeError)
         self.iterators: list = [None] * len(self.loaders)
-        self.epochs = [0] * len(self.loaders)
 
     def _next(self, i: int) -> Any:
         if self.iterators[i] is None:
@@ -36,7 +35,6 @@ class Feed:
         try:
             return next(self.iterators[i])
         except StopIteration:
-            self.epochs[i] += 1
             self.iterators[i] = iter(self.loaders[i])
             try:
                 return next(self.iterators[i])

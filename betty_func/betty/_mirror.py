@@ -62,7 +62,7 @@ class Mirror:
         out = {name: {**params, **(state or {})}}
         for r, tensors in reads.items():
             out[r] = tensors
-            if r in self._buffered:
+            if r in self._state.states:  # a problem with buffers has them as its state
                 out[r] = {**tensors, **{k: v.clone()
                                         for k, v in self._state.states[r].items()}}
         return out

@@ -34,8 +34,6 @@ class Runtime(Mirror):
         self._rates = {n: self._seen(n) for n in self._problems}
         # what each problem's class defines (hooks are found by definition, once)
         self._hooks = {n: frozenset(defined(p, Problem)) for n, p in self._problems.items()}
-        self._buffered = frozenset(n for n, p in self._problems.items()
-                                   if any(True for _ in p._module.buffers()))
 
     def _leaf_step(self, leaf: Problem) -> None:
         """``leaf.step()``: the first leaf stepped in a global step runs it (one ``mlo.step``
