@@ -123,10 +123,12 @@ def outer_loop(p, quick: bool) -> tuple[list[dict], dict]:
             {"cg": (5, 10, 20, 50), "neumann": (10, 50), "unrolled": (10, 50),
              "penalty": (10, 50)})
     picks = [r for r in configs(p, quick) if r[0] not in keep or r[1] in keep[r[0]]]
-    picks.insert(1, ("cg, warm start", 5, hg.cg(maxiter=5), picks[0][3]))
+    picks.insert(1, ("cg, warm start", 5, hg.cg(maxiter=5, warm_start=True), picks[0][3]))
+    picks.append(("penalty, warm start", 5, hg.penalty(5, 1.0 / p.L, warm_start=True),
+                  picks[0][3]))
     for name, knob, method, opt in picks:
         progress(f"outer loop: {name} {knob or ''}")
-        warm = name == "cg, warm start"  # info (its solution) only where it is used: with_info
+        warm = getattr(method, "carries", False)  # info (its carry) only where it is used
         g = hg.grad(p.outer_loss, p.inner_loss, method, return_info=warm)  # costs darts 2 HVPs
         lam, theta, state, init = p.lam0, p.theta0, opt.init(p.theta0), None
         norms, costs, step_cost = [float(p.hypergrad(lam).norm() ** 2)], [(0.0, 0)], []
@@ -169,9 +171,10 @@ def plot(fixed: list[dict], curves: dict, target: float, path: Path) -> str:
     except ImportError:
         return "no plot: matplotlib is not importable"
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.4))
-    families = list(dict.fromkeys(r["method"] for r in fixed)) + ["cg, warm start"]
+    warm = ["cg, warm start", "penalty, warm start"]
+    families = list(dict.fromkeys(r["method"] for r in fixed)) + warm
     color = {m: plt.cm.tab10(i) for i, m in enumerate(families)}
-    for m in families[:-1]:
+    for m in families[:-len(warm)]:
         pts = sorted((r["passes"], max(r["rel_error"], 1e-17)) for r in fixed if r["method"] == m)
         a.loglog(*zip(*pts), marker="o", color=color[m], label=m,
                  ls="--" if m == "sama (SGD)" else "-")  # sama (SGD) = darts(scale=η)

@@ -43,6 +43,11 @@ def test_no_second_order_autograd():
     hg.grad(P.outer_loss, L, hg.penalty(5, 1.0))(P.solution(LAM), LAM)
     assert set(levels) == {1} and len(levels) == 2 * 5 + 1  # y, z (sharing θ's) and 2 of ∇λL
     levels.clear()
+    warm = hg.penalty(5, 1.0, warm_start=True)
+    th = P.solution(LAM)
+    hg.grad(P.outer_loss, L, warm)(th, LAM, init=warm.init_carry(th))
+    assert set(levels) == {1} and len(levels) == 2 * 5 + 2  # warm: z's first step its own
+    levels.clear()
     hg.grad(P.outer_loss, L, hg.cg(3))(P.solution(LAM), LAM)
     assert max(levels) == 2  # (a Hessian product nests a second level: the probe can fail)
 

@@ -6,12 +6,13 @@ optimizer shows follow its scheduler, stepped as Betty steps it; a rate changed 
 front end's back is refused (the functional optimizer would not follow it)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import warnings
 from typing import Any
 
 import torch
 
-from .. import mlo
 from .._errors import fail
 from ._tensors import buffers
 
@@ -52,7 +53,7 @@ class Mirror:
             params[n] = self._read(n)
             if n in states:
                 states[n] = buffers(self._problems[n]._module)
-        self._state = mlo.State(s.graph, s.step, params, s.opt_states, states, s.last_batch)
+        self._state = replace(s, params=params, states=states)
 
     def _values(self, name: str, params: dict, reads: dict, state: Any) -> dict:
         """The tensors one evaluation of ``name``'s loss puts into the modules: its params and
@@ -105,5 +106,4 @@ class Mirror:
         self._read_modules([name])
         if opt_state is not None:
             s = self._state
-            self._state = mlo.State(s.graph, s.step, s.params, {**s.opt_states, name: opt_state},
-                                    s.states, s.last_batch)
+            self._state = replace(s, opt_states={**s.opt_states, name: opt_state})

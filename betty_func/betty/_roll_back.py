@@ -13,6 +13,8 @@ through the discarded updates; the functional schedule would not).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any
 
 import torch
@@ -77,6 +79,5 @@ def roll_back(state: mlo.State, name: str, start: tuple, batch: Any) -> mlo.Stat
              "Lower the learning rate or check the data.", exc=FloatingPointError)
     if start[2] is not None:
         states[name] = tree.map(torch.Tensor.detach, new_state)
-    return mlo.State(g, state.step, {**params, name: theta}, {**state.opt_states,
-                                                              name: opt_state},
-                     states, state.last_batch)
+    return replace(state, params={**params, name: theta},
+                   opt_states={**state.opt_states, name: opt_state}, states=states)

@@ -17,7 +17,7 @@ from ._hvp import forward_over_reverse, reverse_over_reverse
 from ._implicit import Implicit, implicit
 from ._inner import Keyed, LossGrad, LossInner, Updates
 from ._method import HypergradInfo, Method
-from ._penalty import Penalty, penalty
+from ._penalty import Penalty, PenaltyState, penalty
 from ._sama import Sama, sama
 from ._unrolled import Unrolled, unrolled
 from ._zero_order import ZeroOrder, zero_order
@@ -26,4 +26,4 @@ __all__ = ["grad", "implicit", "Implicit", "LossGrad", "unrolled", "cg", "neuman
            "exact", "exact_mixed", "finite_difference", "reverse_over_reverse",
            "forward_over_reverse", "HypergradInfo", "Method", "Unrolled", "LossInner", "Updates",
            "Keyed", "first_order", "FirstOrder", "sama", "Sama", "zero_order", "ZeroOrder",
-           "penalty", "Penalty"]
+           "penalty", "Penalty", "PenaltyState"]

@@ -7,14 +7,18 @@ from ._finite_difference import finite_difference
 from ._implicit import Implicit, implicit
 
 
-def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0, batch_dims: int = 0) -> Implicit:
+def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0, batch_dims: int = 0,
+       warm_start: bool = False) -> Implicit:
     """Implicit hypergradient with ``maxiter`` conjugate-gradient steps (:func:`linsolve.cg`).
 
     Exact once ``maxiter`` reaches the inner dimension (SPD Hessian); use ``damping`` for
     non-convex inner problems, ``batch_dims=1`` for a leading dimension of independent inner
-    problems (a task batch: one CG per task). Cost ≈ ``maxiter + 2`` HVPs.
+    problems (a task batch: one CG per task). ``warm_start=True``: in ``mlo`` each solve starts
+    from the previous step's solution (see :func:`implicit`), so a few iterations per step
+    track the solution as the levels move. Cost ≈ ``maxiter + 2`` HVPs (+1 warm-started).
     """
-    return implicit(linsolve.cg(maxiter, tol, damping, batch_dims), exact_mixed())
+    return implicit(linsolve.cg(maxiter, tol, damping, batch_dims), exact_mixed(),
+                    warm_start=warm_start)
 
 
 def neumann(steps: int = 5, alpha: float = 1.0) -> Implicit:

@@ -7,7 +7,7 @@ from torch.func import jvp
 
 from .. import linsolve as ls
 from .. import tree
-from .._errors import fail
+from .._errors import check_type, fail
 from ._exact_mixed import exact_mixed
 from ._hvp import reverse_over_reverse
 from ._inner import LossInner
@@ -31,17 +31,25 @@ class Implicit:
 
     unrolls = False
 
-    def __init__(self, solve: ls.LinearSolver, mixed: Callable, hvp: Callable):
+    def __init__(self, solve: ls.LinearSolver, mixed: Callable, hvp: Callable,
+                 warm_start: bool = False):
         self.solve, self.mixed, self.hvp = solve, mixed, hvp
+        self.carries = warm_start  # mlo keeps p between steps (the carry protocol, _method.py)
         knobs = [f"solve={solve!r}"]  # every knob in the repr (ranks compare methods by it)
         if getattr(mixed, "name", "hypergrad.exact_mixed()") != "hypergrad.exact_mixed()":
             knobs.append(f"mixed={mixed.name}")
         if hvp is not reverse_over_reverse:
             knobs.append(f"hvp={getattr(hvp, '__name__', repr(hvp))}")
+        if warm_start:
+            knobs.append("warm_start=True")
         self.api = f"hypergrad.implicit({', '.join(knobs)})"
 
     def __repr__(self) -> str:
         return self.api
+
+    def init_carry(self, theta: PyTree) -> PyTree:
+        """The carry before the first solve (``warm_start=True``): :math:`p_0 = 0`."""
+        return tree.zeros_like(theta)
 
     def pullback(self, inner: Any, theta: PyTree, lam: PyTree, v: PyTree,
                  init: Optional[PyTree] = None, with_info: bool = False
@@ -104,15 +112,19 @@ class Implicit:
 
 
 def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] = None,
-             hvp: Callable = reverse_over_reverse) -> Implicit:
+             hvp: Callable = reverse_over_reverse, warm_start: bool = False) -> Implicit:
     r"""Implicit hypergradient :math:`\nabla_\lambda F - (\nabla^2_{\lambda\theta} L)\,p` with
     :math:`(\nabla^2_{\theta\theta} L)\, p = \nabla_\theta F`, at the inner stationary point θ*.
 
     ``solve`` (any :mod:`betty_func.linsolve` solver, default ``cg(maxiter=10)``) approximates
     :math:`p`; ``mixed`` (``exact_mixed()`` default, or ``finite_difference(eps)``) the mixed
     term; ``hvp`` builds Hessian-vector products (``reverse_over_reverse`` default, or
-    ``forward_over_reverse``). ``init`` warm-starts the solve. Cost: one gradient of ``F`` + the
-    solver's HVPs (+1 gradient pass to linearize) + one mixed term (≈ 1 HVP).
+    ``forward_over_reverse``). ``init`` warm-starts the solve; ``warm_start=True`` has
+    ``mlo.solve`` / ``mlo.step`` do so with the previous step's :math:`p` (kept in
+    ``State.carries``; in ``hypergrad.grad`` pass ``init=info.solution`` yourself), for solvers
+    that read a start (``linsolve.cg``). Cost: one gradient of ``F`` + the solver's HVPs (+1
+    gradient pass to linearize; +1 HVP for a warm start's first residual) + one mixed term
+    (≈ 1 HVP).
 
     Example:
         >>> import torch
@@ -123,7 +135,7 @@ def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] 
         >>> g(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])).tolist()
         [1.0, 2.0]
     """
-    api = "hypergrad.implicit(solve, mixed, hvp)"
+    api = "hypergrad.implicit(solve, mixed, hvp, warm_start)"
     if solve is not None and not isinstance(solve, ls.LinearSolver):
         fail(api, "`solve` must be a linear solver from betty_func.linsolve",
              type(solve).__name__, "Pass e.g. linsolve.cg(maxiter=10); hypergrad.cg(...) is a "
@@ -133,5 +145,10 @@ def implicit(solve: Optional[ls.LinearSolver] = None, mixed: Optional[Callable] 
             fail(api, f"`{name}` must be a function", f"{type(fn).__name__} {fn!r}",
                  "Pass e.g. mixed=hypergrad.finite_difference(0.01) or "
                  "hvp=hypergrad.forward_over_reverse.", exc=TypeError)
-    return Implicit(solve if solve is not None else ls.cg(maxiter=10),
-                    mixed if mixed is not None else exact_mixed(), hvp)
+    solve = solve if solve is not None else ls.cg(maxiter=10)
+    check_type(api, "warm_start", warm_start, bool, "True or False", "Pass warm_start=True.")
+    if warm_start and not solve.warm_starts:
+        fail(api, "`warm_start=True` needs a solver that starts from a given point", repr(solve),
+             "Use linsolve.cg (hypergrad.cg(..., warm_start=True)); Neumann, identity and "
+             "dense solves have no iterate to warm-start.")
+    return Implicit(solve, mixed if mixed is not None else exact_mixed(), hvp, warm_start)

@@ -17,12 +17,19 @@ class HypergradInfo(NamedTuple):
     residual_norm: Optional[torch.Tensor]    # implicit: ||H p - v|| of the linear solve
     iterations: Optional[torch.Tensor]       # implicit: solver iterations; unrolled: steps
     inner_grad_norm: Optional[torch.Tensor]  # ||∇θ L|| where the method linearizes (stationarity)
-    solution: Optional[PyTree]               # implicit: p ≈ H⁻¹ ∇θF (warm start for the next call)
+    solution: Optional[PyTree]               # the next call's `init` (p ≈ H⁻¹ ∇θF; a carry)
 
 
 class Method(Protocol):
     """``method(outer_loss, inner_loss, inner_params, outer_params, args, init, with_info)``
-    returns ``(d outer_loss / d outer_params, HypergradInfo or None)``."""
+    returns ``(d outer_loss / d outer_params, HypergradInfo or None)``.
+
+    The carry protocol (optional): a method with ``carries = True`` keeps state from one call to
+    the next, passed in as ``init`` and returned as ``HypergradInfo.solution`` (a warm-started
+    solve's :math:`p`, a penalty method's sequences and step count); ``init_carry(inner_params)``
+    gives the state before the first call, of the structure every later one has. ``mlo`` keeps
+    it in ``State.carries`` (checkpointed, ``vmap``-ed, compiled like the params); in
+    ``hypergrad.grad`` the caller passes it along."""
 
     def __call__(self, outer_loss: Loss, inner_loss: Loss, inner: PyTree, outer: PyTree,
                  args: tuple, init: Optional[PyTree], with_info: bool

@@ -31,9 +31,10 @@ class LinearSolver:
 
     def __init__(self, name: str, run: Run, damping: float = 0.0, tracks_residual: bool = False,
                  eig_bound: Optional[float] = None,
-                 memory: Optional[Callable[[int, int], int]] = None):
+                 memory: Optional[Callable[[int, int], int]] = None, warm_starts: bool = False):
         self.name, self._run, self.damping = name, run, damping
         self.tracks_residual = tracks_residual  # with_info costs no extra matvec
+        self.warm_starts = warm_starts  # `init` is read (cg); others ignore it
         # the solver converges only while every |eigenvalue| of A + damping I stays below this
         # (Neumann: 2 / alpha); None: no such bound (cg, dense, identity)
         self.eig_bound = eig_bound

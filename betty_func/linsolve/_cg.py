@@ -102,4 +102,4 @@ def cg(maxiter: int = 10, tol: float = 0.0, damping: float = 0.0,
 
     return LinearSolver(f"linsolve.cg(maxiter={maxiter}, tol={tol}, damping={damping}"
                         + (f", batch_dims={nb})" if nb else ")"), run,
-                        damping, tracks_residual=True)
+                        damping, tracks_residual=True, warm_starts=True)

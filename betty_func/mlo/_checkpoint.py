@@ -98,6 +98,23 @@ def check_matches(saved: dict, params: dict, opt_states: dict, where: str) -> No
                          "it, or start afresh.")
 
 
+def carries_of(saved: dict, fresh: dict, where: str) -> dict:
+    """The methods' carries saved in ``saved``, checked against this program's ``fresh`` ones
+    (same pairs, structure, shapes and dtypes); a checkpoint written before any method carried
+    state has none, and resumes with ``fresh`` (what such a run started its carries from)."""
+    if "carries" not in saved:
+        return fresh
+    a, b = saved["carries"], fresh
+    same = tree.structure(a) == tree.structure(b) and all(
+        x.shape == y.shape and x.dtype == y.dtype for x, y in zip(tree.leaves(a), tree.leaves(b)))
+    if not same:
+        fail(API, f"the hypergradient methods' carried state in the checkpoint in {where} and "
+             "this program's differ (a method with warm_start= or a penalty schedule added, "
+             "removed or changed?)", f"{sorted(a)} vs {sorted(b)}",
+             "Resume with the methods that wrote it, or start afresh (resume=False).")
+    return a
+
+
 def snapshot(directory: str | Path, run: dict, local: dict, rt: Any) -> None:
     """Save ``run`` (what all ranks share) with every rank's ``local`` part (RNG, data positions,
     sharded optimizer states): gathered to rank 0, written by it; the others wait for the file."""

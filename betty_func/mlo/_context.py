@@ -28,15 +28,17 @@ class Window:
 class Ctx:
     """What the functions of one global step read: the graph, each problem's batch, the
     problems' buffers, this step's unrolled windows, the data-parallel hook and the optimizer
-    states (as of their updates so far this step: methods that read a lower's optimizer, SAMA).
-    Immutable: a function that changes a batch or a buffer passes on a new one
-    (``with_batch``)."""
+    states (as of their updates so far this step: methods that read a lower's optimizer, SAMA)
+    and the methods' carries (``{lower: {upper: carry}}``, the carry protocol of
+    ``hypergrad/_method.py``). Immutable: a function that changes a batch or a buffer passes
+    on a new one (``with_batch``)."""
     graph: Graph
     batch: dict
     state: dict = field(default_factory=dict)
     windows: dict = field(default_factory=dict)
     replicate: Any = None  # data parallel: params enter losses through it (see _replicate.py)
     opt_states: dict = field(default_factory=dict)
+    carries: dict = field(default_factory=dict)
 
     def with_batch(self, name: str, batch: Any) -> "Ctx":
         return replace(self, batch={**self.batch, name: batch})

@@ -80,8 +80,8 @@ class Lower:
 
         def total_pull(u: PyTree) -> tuple[PyTree, dict]:
             c_theta, c_x, c_below = pull(u)
-            cots, _ = _sweep.sweep(self.ctx, self.name, point,
-                                   {self.name: c_theta, **c_x, **c_below}, below, True)
+            cots, _, _ = _sweep.sweep(self.ctx, self.name, point,
+                                      {self.name: c_theta, **c_x, **c_below}, below, True)
             return cots[self.name], {a: cots[a] for a in x}
         return value, total_pull
 

@@ -21,6 +21,7 @@ from ._preflight import peek, preflight
 from ._problem import Problem
 from ._records import Checkpoint, Logging, Validation
 from ._state import State, advance, fresh
+from ._sweep import initial_carries
 
 
 @dataclass
@@ -152,7 +153,8 @@ def _save(directory: Any, t: int, state: State, history: dict, stop: dict, sourc
     shared, own = split_states(state.opt_states)
     ckpt.snapshot(directory, {"step": t, "params": state.params, "opt_states": shared,
                               "states": state.states, "history": history,
-                              "last_batch": state.last_batch, "stop": stop},
+                              "last_batch": state.last_batch, "carries": state.carries,
+                              "stop": stop},
                   {"rng": ckpt.rng_state(), "opt_states": own,
                    "sources": {n: s.state() for n, s in sources.items()}}, rt)
 
@@ -175,8 +177,9 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
         opt_states = {**shared["opt_states"], **local["opt_states"]}
         check_sharded(g, opt_states)
         last = {**{n: None for n in g.order}, **shared["last_batch"]}
-        return (State(g, shared["step"], shared["params"], opt_states, shared["states"], last),
-                shared["history"], shared["stop"])
+        carries = ckpt.carries_of(shared, initial_carries(g, shared["params"]), resume_from)
+        return (State(g, shared["step"], shared["params"], opt_states, shared["states"], last,
+                      carries), shared["history"], shared["stop"])
     state = fresh(g, None if rt is None else rt.sync)
     check_sharded(g, state.opt_states)
     with torch.random.fork_rng():  # peeking draws no data position and no random number

@@ -23,6 +23,7 @@ from ._data import Source
 from ._graph import Graph, build
 from ._preflight import peek, preflight
 from ._problem import Problem
+from ._sweep import initial_carries
 
 PyTree = Any
 API = "mlo.step(state, batches)"
@@ -32,20 +33,23 @@ API = "mlo.step(state, batches)"
 class State:
     """A program between two global steps: ``step`` steps done; ``params``, ``opt_states`` and
     ``states`` (buffers) by problem name; ``last_batch``, each problem's latest batch (read when
-    its response is differentiated at a step where it does not update). A pytree whose leaves
-    are the tensors (``graph`` and ``step`` are static)."""
+    its response is differentiated at a step where it does not update); ``carries``, what the
+    hypergradient methods that keep state between steps hold (``{lower: {upper: carry}}``: a
+    warm-started CG's solution, a penalty method's sequences; empty when none does). A pytree
+    whose leaves are the tensors (``graph`` and ``step`` are static)."""
     graph: Graph
     step: int
     params: dict
     opt_states: dict
     states: dict
     last_batch: dict
+    carries: dict
 
 
 def _flatten(s: State) -> tuple[list, tuple]:
     """Children: every leaf but None (a problem with no batch yet, a state with no buffer): those
     stay in the static context with the program and the step, so ``vmap`` maps over tensors."""
-    children, ctx = split_none((s.params, s.opt_states, s.states, s.last_batch))
+    children, ctx = split_none((s.params, s.opt_states, s.states, s.last_batch, s.carries))
     return children, (s.graph, s.step, ctx)
 
 
@@ -96,7 +100,8 @@ def fresh(g: Graph, sync: Optional[Callable] = None) -> State:
     if sync is not None:  # every rank starts from rank 0's values
         params, states = sync(params), sync(states)
     opt_states = {n: p.optimizer.init(params[n]) for n, p in g.problems.items()}
-    return State(g, 0, params, opt_states, states, {n: None for n in g.order})
+    return State(g, 0, params, opt_states, states, {n: None for n in g.order},
+                 initial_carries(g, params))
 
 
 def due(state: State) -> dict:
@@ -148,10 +153,10 @@ def advance(state: State, batches: dict, run: Callable, logs: bool = True) -> tu
     g, t = state.graph, state.step + 1
     names = g.updates_at(t)
     starts = tuple(n for n in names if g.starts_inner_loop(n, t))
-    params, opt_states, states, last, out = run(names, starts, state.params, state.opt_states,
-                                                state.states, batches, state.last_batch,
-                                                logs=logs)
-    return State(g, t, params, opt_states, states, last), out
+    params, opt_states, states, last, carries, out = run(
+        names, starts, state.params, state.opt_states, state.states, batches, state.last_batch,
+        state.carries, logs=logs)
+    return State(g, t, params, opt_states, states, last, carries), out
 
 
 def _as_list(name: str, batch: Any, k: int) -> list:
@@ -186,7 +191,8 @@ def unstack(state: State) -> list[State]:
 
 def with_params(state: State, params: Mapping) -> State:
     """``state`` with some problems' params replaced (detached) and their optimizer states
-    restarted: one program's state for another seed or setting, e.g. to :func:`stack` them."""
+    restarted (and the carries of methods through them: a warm start from other params is no
+    warm start): one program's state for another seed or setting, e.g. to :func:`stack` them."""
     api = "mlo.with_params(state, params)"
     g = state.graph
     unknown = sorted(set(params) - set(g.problems))
@@ -195,4 +201,8 @@ def with_params(state: State, params: Mapping) -> State:
     tree.check_float(api, dict(params), "params")
     new = {**state.params, **{n: tree.map(torch.Tensor.detach, p) for n, p in params.items()}}
     opts = {**state.opt_states, **{n: g.problems[n].optimizer.init(new[n]) for n in params}}
-    return State(g, state.step, new, opts, state.states, state.last_batch)
+    fresh_carries = initial_carries(g, new)
+    moved = set(params)
+    carries = {d: fresh_carries[d] if d in moved or g.ancestors[d] & moved else c
+               for d, c in state.carries.items()}
+    return State(g, state.step, new, opts, state.states, state.last_batch, carries)

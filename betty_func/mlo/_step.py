@@ -18,15 +18,18 @@ PyTree = Any
 
 
 def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: dict, states: dict,
-         batches: dict, last_batch: dict, replicate: Any = None, logs: bool = True,
-         skip_nonfinite: bool = False) -> tuple[dict, dict, dict, dict, dict]:
+         batches: dict, last_batch: dict, carries: dict, replicate: Any = None,
+         logs: bool = True, skip_nonfinite: bool = False
+         ) -> tuple[dict, dict, dict, dict, dict, dict]:
     """Update the problems ``names`` (due now, bottom-up); ``starts`` are those beginning a new
     inner loop (their ``reset`` runs first). Pure given its inputs, so it can be compiled.
 
     ``batches[name]`` holds the batches each updating problem consumes now (``accumulate`` of
     them, or ``unroll_steps`` for an unrolled window); ``last_batch`` the latest batch of every
-    problem, read when lower problems' responses are evaluated; ``states`` the problems' buffers.
-    Returns new ``params``, ``opt_states``, ``states``, ``last_batch`` and per-problem logs
+    problem, read when lower problems' responses are evaluated; ``states`` the problems' buffers;
+    ``carries`` what the methods that carry state kept (``{lower: {upper: carry}}``).
+    Returns new ``params``, ``opt_states``, ``states``, ``last_batch``, ``carries`` and
+    per-problem logs
     (tensors: no host sync). ``replicate`` (data parallel) wraps the params entering every loss
     so that each derivative is averaged over ranks (``_replicate.py``). ``logs=False`` skips
     the logging work (norms, rates). Every updating problem's logs hold ``nonfinite`` (always):
@@ -37,12 +40,14 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     while the averaged gradient is finite, would make that rank skip alone), so bit 1 is then
     dropped from the mask; the loss still shows in the logged (mean) loss.
     """
-    ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate, dict(opt_states))
+    ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate, dict(opt_states),
+              dict(carries))
     want, logs = logs, {}
     params, opt_states = dict(params), dict(opt_states)
     for name in names:
         p = graph.problems[name]
         value, metrics, grads, scale, residuals = None, {}, None, None, {}
+        carried = ctx.carries  # before this update (kept when it is skipped)
         if p.unrolled:
             theta, state, ctx = _window(ctx, name, params, opt_states[name], batches[name], names)
         else:
@@ -67,6 +72,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             ok = code == 0
             theta = tree.where(ok, theta, params[name])
             state = tree.where(ok, state, opt_states[name])
+            ctx = replace(ctx, carries=tree.where(ok, ctx.carries, carried))
         logs[name] = {"nonfinite": code}
         if want:
             logs[name].update(_log(value, metrics, grads, residuals))
@@ -78,7 +84,7 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
         params[name], opt_states[name] = theta, state
         ctx = replace(ctx, opt_states={**ctx.opt_states, name: state})
     last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
-    return params, opt_states, ctx.state, last, logs
+    return params, opt_states, ctx.state, last, ctx.carries, logs
 
 
 def _accumulated(ctx: Ctx, name: str, params: dict, batches: list,
@@ -86,8 +92,11 @@ def _accumulated(ctx: Ctx, name: str, params: dict, batches: list,
     total, value, metrics, residuals = None, 0.0, {}, {}
     for b in batches:
         ctx = ctx.with_batch(name, b)
-        g, v, metrics, new_state, residuals = total_grad(ctx, name, params, scale=scale,
-                                                         nested=False)
+        g, v, metrics, new_state, residuals, carries = total_grad(ctx, name, params,
+                                                                  scale=scale, nested=False)
+        if carries:  # the next batch's (and the next step's) solve starts from these
+            ctx = replace(ctx, carries={**ctx.carries, **{
+                d: {**ctx.carries[d], name: c} for d, c in carries.items()}})
         if new_state is not None:  # buffers advance with each batch of the problem's own update
             ctx = replace(ctx, state={**ctx.state, name: tree.map(torch.Tensor.detach, new_state)})
         total = g[name] if total is None else tree.add(total, g[name])
