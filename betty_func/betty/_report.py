@@ -8,42 +8,42 @@ from typing import Any, Optional
 import torch
 
 from .._errors import fail
+from ..logging import TensorBoard, WandB
 
 API = "betty.Engine(...)"
 
 
 class Reporter:
-    """Writes ``{tag: float}`` at a step: always a console line; plus TensorBoard event files
-    under ``./betty_tensorboard/<time>`` or ``wandb.log`` for ``logger_type``."""
+    """Writes ``{tag: float}`` at a step: always a console line (Betty's format); plus
+    TensorBoard event files under ``./betty_tensorboard/<time>`` or a W&B run for
+    ``logger_type``, through the loggers of :mod:`betty_func.logging`."""
 
     def __init__(self, logger_type: str, logdir: Optional[str] = None):
-        self.kind, self.writer, self.wandb = logger_type, None, None
+        self.kind, self.loggers = logger_type, []
         if logger_type == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.writer = SummaryWriter(logdir or f"betty_tensorboard/{stamp}")
+            self.loggers.append(TensorBoard(logdir or f"betty_tensorboard/{stamp}"))
         elif logger_type == "wandb":
             if importlib.util.find_spec("wandb") is None:
                 fail(API, "logger_type='wandb' needs the wandb package, which is not installed",
-                     None, "pip install wandb, or use logger_type='tensorboard'.",
-                     exc=ModuleNotFoundError)
+                     None, "pip install 'betty-func[wandb]' (or pip install wandb), or use "
+                     "logger_type='tensorboard'.", exc=ModuleNotFoundError)
             import wandb
-            if wandb.run is None:  # Betty never started a run, so nothing was logged
-                wandb.init(project="betty_func")
-            self.wandb = wandb
+            # Betty logs into the user's run; when none was started, Betty logged nothing:
+            # here one is started (project "betty_func") so that the metrics go somewhere
+            self.loggers.append(WandB(run=wandb.run) if wandb.run is not None
+                                else WandB(project="betty_func"))
 
     def write(self, head: str, step: int, scalars: dict) -> None:
         text = " ".join(f"{k}: {v:.6g}" for k, v in scalars.items())
         print(f"{head} {text}", flush=True)
-        if self.writer is not None:
-            for k, v in scalars.items():
-                self.writer.add_scalar(k, v, step)
-        if self.wandb is not None:
-            self.wandb.log(scalars, step=step)
+        for lg in self.loggers:
+            lg.on_log(step, scalars)
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        for lg in self.loggers:
+            if isinstance(lg, TensorBoard):
+                lg.writer.flush()
 
 
 def host(logs: dict) -> dict:

@@ -115,14 +115,16 @@ def carries_of(saved: dict, fresh: dict, where: str) -> dict:
     return a
 
 
-def snapshot(directory: str | Path, run: dict, local: dict, rt: Any) -> None:
+def snapshot(directory: str | Path, run: dict, local: dict, rt: Any) -> Path:
     """Save ``run`` (what all ranks share) with every rank's ``local`` part (RNG, data positions,
-    sharded optimizer states): gathered to rank 0, written by it; the others wait for the file."""
+    sharded optimizer states): gathered to rank 0, written by it; the others wait for the file.
+    Returns the file's path."""
     ranks = rt.gather(local) if rt is not None else [local]
     if rt is None or rt.leader:
         save(directory, {**run, "world_size": len(ranks), "ranks": ranks})
     if rt is not None:
         rt.barrier()
+    return Path(directory) / FILE
 
 
 def restore(directory: str | Path, rt: Any) -> Optional[tuple[dict, dict]]:

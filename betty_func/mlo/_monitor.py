@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -32,22 +32,32 @@ def scalars(logs: dict) -> dict:
     return {f"{n}/{k}": float(v) for n, d in logs.items() for k, v in d.items()}
 
 
-def writers(steps: int, start: int, logdir: Optional[str], progress: bool, console: bool) -> list:
+def loggers_of(log: Any) -> list:
+    """The loggers of a ``mlo.Logging``: its built-ins (progress bar, console, TensorBoard under
+    ``logdir``) then its ``loggers``."""
     out: list = []
-    if progress:
-        out.append(Progress(steps, start))
-    if console:
-        out.append(Console(steps))
-    if logdir:
-        out.append(TensorBoard(logdir))
-    return out
+    if log.progress:
+        out.append(Progress())
+    if log.console:
+        out.append(Console())
+    if log.logdir:
+        out.append(TensorBoard(log.logdir))
+    return out + list(log.loggers)
 
 
-def record(history: dict, writers: list, t: int, scalars: dict) -> None:
+def emit(loggers: list, hook: str, *args: Any) -> None:
+    """``logger.<hook>(*args)`` for each logger that has the hook (the protocol is duck-typed:
+    a logger of your own needs only the hooks it uses)."""
+    for lg in loggers:
+        fn = getattr(lg, hook, None)
+        if fn is not None:
+            fn(*args)
+
+
+def record(history: dict, loggers: list, t: int, scalars: dict) -> None:
     for k, v in scalars.items():
         history.setdefault(k, []).append((t, v))
-    for w in writers:
-        (w.update if isinstance(w, Progress) else w.write)(t, scalars)
+    emit(loggers, "on_log", t, scalars)
 
 
 def metrics_of(validate: Callable, params: dict) -> dict:
@@ -81,18 +91,33 @@ def judged_by(metrics: dict, early: Optional[EarlyStopping], roll_back: bool) ->
     return key
 
 
-def validated(metrics: dict, params: dict, t: int, history: dict, writers: list, stop: dict,
-              early: Optional[EarlyStopping], roll_back: bool) -> bool:
-    record(history, [w for w in writers if not isinstance(w, Progress)], t,
-            {f"validation/{k}": float(v) for k, v in metrics.items()})
+def validated(metrics: dict, params: dict, t: int, history: dict, loggers: list, stop: dict,
+              early: Optional[EarlyStopping], roll_back: bool) -> Optional[str]:
+    """Record ``metrics`` (history ``validation/<metric>``, ``on_validation``) and judge them:
+    the early-stopping message when the run must stop now, else None."""
+    for k, v in metrics.items():
+        history.setdefault(f"validation/{k}", []).append((t, float(v)))
+    emit(loggers, "on_validation", t, {k: float(v) for k, v in metrics.items()})
     if not metrics and early is None and not roll_back:
-        return False
+        return None
     key = judged_by(metrics, early, roll_back) or next(iter(metrics))
     value, sign = float(metrics[key]), (-1.0 if early and early.mode == "max" else 1.0)
     if stop["best"] is None or sign * value < sign * stop["best"][key]:
         stop["best"], stop["bad"] = {k: float(v) for k, v in metrics.items()}, 0
+        stop["best_step"], stop["key"] = t, key
         if roll_back:
             stop["best_params"] = tree.map(lambda x: x.detach().clone(), params)
     else:
         stop["bad"] += 1
-    return early is not None and stop["bad"] >= early.patience
+    if early is None or stop["bad"] < early.patience:
+        return None
+    return (f"early stopping: validation {key} has not improved for {early.patience} "
+            f"validations; best {stop['best'][key]:.4g} at step {stop.get('best_step', '?')}")
+
+
+def rolled_back(stop: dict) -> str:
+    """The message of a roll-back to the best params."""
+    key = stop.get("key") or next(iter(stop["best"]))
+    value = stop["best"][key]
+    return (f"rolled back to the params of step {stop.get('best_step', '?')} (validation "
+            f"{key} {value:.4g})")

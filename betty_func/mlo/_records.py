@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 from .._errors import check_arity, check_nonneg_int, check_positive_int, check_type, fail
 from ._monitor import EarlyStopping
 
 PathLike = Union[str, "os.PathLike[str]"]
+HOOKS = ("on_start", "on_step", "on_log", "on_validation", "on_checkpoint", "on_message",
+         "on_stop")
 
 
 def _check_bool(api: str, name: str, value: Any) -> None:
@@ -22,28 +24,43 @@ def _check_bool(api: str, name: str, value: Any) -> None:
 @dataclass(frozen=True)
 class Logging:
     """What ``solve`` reports: scalars (losses, metrics, gradient norms, CG residuals, rates) are
-    read to the host every ``every`` steps (and at the last step; 0: never) into the history,
-    printed (``console``), shown on a progress line (``progress``) and written to TensorBoard
-    under ``logdir``. ``mlo.Logging(progress=False, console=False)`` keeps the history only.
+    read to the host every ``every`` steps (and at the last step; 0: never) into the history and
+    handed to the loggers: a progress bar (``progress``: tqdm, on a terminal), console lines
+    (``console``), TensorBoard under ``logdir``, then ``loggers`` of your own
+    (:class:`betty_func.logging.Logger` objects: ``logging.JSONLines``, ``logging.WandB``,
+    ``logging.Callback``, ...), which also hear validation, checkpoints, messages (resume,
+    compile time, early stopping, roll-back) and the stop. ``mlo.Logging(progress=False,
+    console=False)`` keeps the history only.
 
     Example:
         >>> from betty_func import mlo
         >>> mlo.Logging(every=10, progress=False)
-        Logging(every=10, logdir=None, progress=False, console=True)
+        Logging(every=10, logdir=None, progress=False, console=True, loggers=())
     """
     every: int = 50
     logdir: Optional[PathLike] = None
     progress: bool = True
     console: bool = True
+    loggers: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
-        api = "mlo.Logging(every, logdir, progress, console)"
+        api = "mlo.Logging(every, logdir, progress, console, loggers)"
         check_nonneg_int(api, "every", self.every)
         if self.logdir is not None and not isinstance(self.logdir, (str, os.PathLike)):
             fail(api, "`logdir` must be a path or None", type(self.logdir).__name__,
                  "Pass e.g. logdir='runs/exp1'.", exc=TypeError)
         _check_bool(api, "progress", self.progress)
         _check_bool(api, "console", self.console)
+        if not isinstance(self.loggers, (list, tuple)):
+            fail(api, "`loggers` must be a list of loggers", type(self.loggers).__name__,
+                 "Pass e.g. loggers=[logging.JSONLines('run.jsonl')].", exc=TypeError)
+        for lg in self.loggers:
+            if not any(callable(getattr(lg, h, None)) for h in HOOKS):
+                fail(api, "each of `loggers` must be a betty_func.logging.Logger (an object "
+                     "with on_log, on_validation, ... methods)", type(lg).__name__,
+                     "Subclass logging.Logger, or wrap functions in logging.Callback(on_log=...).",
+                     exc=TypeError)
+        object.__setattr__(self, "loggers", tuple(self.loggers))
 
 
 @dataclass(frozen=True)

@@ -109,49 +109,68 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     if val is not None:  # once before any update: what it returns must serve its uses
         first = mon.metrics_of(val.fn, state.params) if leader else None
         mon.judged_by(first if rt is None else rt.share(first), val.early_stopping, val.roll_back)
-    writers = mon.writers(steps, start, log.logdir, log.progress, log.console) if leader else []
-    for t in range(start + 1, steps + 1):
-        names = g.updates_at(t)
-        batches = draw(sources, g, names, env, t)
-        log_now = bool(log.every) and (t % log.every == 0 or t == steps)
-        state, logs = advance(state, batches if rt is None else rt.shard(batches), run, log_now)
-        health.add(t, logs)
-        validate_now = val is not None and t % val.every == 0
-        save_now = ck is not None and t % ck.every == 0
-        if log_now or validate_now or save_now or t == steps:  # host reads happen here anyway
-            skipped = health.check(t, rt)
-            if skipped and log_now:
-                mon.record(history, writers, t, skipped)
-        if rt is not None and state.states:  # buffers (BatchNorm statistics): mean over ranks
-            state = replace(state, states={n: rt.mean(s) if n in names else s
-                                           for n, s in state.states.items()})
-        params = state.params
-        if compiled_at:  # a new pattern of updating problems was compiled in this step
-            mon.record(history, writers, t, {"compile/seconds": compiled_at.pop()})
-        if log_now:
-            mon.record(history, writers, t, mon.scalars(logs if rt is None else rt.mean(logs)))
-        if validate_now:
-            metrics = mon.metrics_of(val.fn, params) if leader else None
-            metrics = metrics if rt is None else rt.share(metrics)
-            if mon.validated(metrics, params, t, history, writers, stop, val.early_stopping,
-                             val.roll_back):
-                break
-        if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
-            rt.check_replicas(params, t)
-        if save_now:
-            _save(ck.dir, t, state, history, stop, sources, rt)
-    for w in writers:
-        getattr(w, "close", lambda: None)()
-    if val is not None and val.roll_back and stop["best_params"] is not None:
+    loggers = mon.loggers_of(log) if leader else []
+    try:
+        mon.emit(loggers, "on_start", steps, start)
+        if start:
+            mon.emit(loggers, "on_message", start, f"resumed from step {start} (checkpoint in "
+                     f"{ck.dir})")
+        reason = "finished"
+        for t in range(start + 1, steps + 1):
+            names = g.updates_at(t)
+            batches = draw(sources, g, names, env, t)
+            log_now = bool(log.every) and (t % log.every == 0 or t == steps)
+            state, logs = advance(state, batches if rt is None else rt.shard(batches), run,
+                                  log_now)
+            health.add(t, logs)
+            validate_now = val is not None and t % val.every == 0
+            save_now = ck is not None and t % ck.every == 0
+            if log_now or validate_now or save_now or t == steps:  # host reads happen here
+                skipped = health.check(t, rt)
+                if skipped and log_now:
+                    mon.record(history, loggers, t, skipped)
+            if rt is not None and state.states:  # buffers (BatchNorm statistics): rank mean
+                state = replace(state, states={n: rt.mean(s) if n in names else s
+                                               for n, s in state.states.items()})
+            params = state.params
+            mon.emit(loggers, "on_step", t)
+            if compiled_at:  # a new pattern of updating problems was compiled in this step
+                seconds = compiled_at.pop()
+                history.setdefault("compile/seconds", []).append((t, seconds))
+                mon.emit(loggers, "on_message", t, f"compiled the step of {', '.join(names)} "
+                         f"in {seconds:.1f} s")
+            if log_now:
+                mon.record(history, loggers, t, mon.scalars(logs if rt is None else
+                                                            rt.mean(logs)))
+            if validate_now:
+                metrics = mon.metrics_of(val.fn, params) if leader else None
+                metrics = metrics if rt is None else rt.share(metrics)
+                stopping = mon.validated(metrics, params, t, history, loggers, stop,
+                                         val.early_stopping, val.roll_back)
+                if stopping:
+                    mon.emit(loggers, "on_message", t, stopping)
+                    reason = "early_stopping"
+                    break
+            if rt is not None and rt.config.check_every and t % rt.config.check_every == 0:
+                rt.check_replicas(params, t)
+            if save_now:
+                path = _save(ck.dir, t, state, history, stop, sources, rt)
+                mon.emit(loggers, "on_checkpoint", t, str(path))
+        rolled = val is not None and val.roll_back and stop["best_params"] is not None
+        if rolled:
+            mon.emit(loggers, "on_message", t, mon.rolled_back(stop))
+        mon.emit(loggers, "on_stop", t, reason)
+    finally:
+        mon.emit(loggers, "close")
+    if rolled:
         return Result(stop["best_params"], state.opt_states, t, history, state.states,
                       stop["best"])
     return Result(state.params, state.opt_states, t, history, state.states)
 
-
 def _save(directory: Any, t: int, state: State, history: dict, stop: dict, sources: dict,
-          rt: Optional[Runtime]) -> None:
+          rt: Optional[Runtime]) -> Any:
     shared, own = split_states(state.opt_states)
-    ckpt.snapshot(directory, {"step": t, "params": state.params, "opt_states": shared,
+    return ckpt.snapshot(directory, {"step": t, "params": state.params, "opt_states": shared,
                               "states": state.states, "history": history,
                               "last_batch": state.last_batch, "carries": state.carries,
                               "stop": stop},
