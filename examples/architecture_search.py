@@ -54,13 +54,17 @@ initial weights and 0.80 after 100 lower steps; darts' radius 0.01 gives 0.98 an
 
 Run:  python examples/architecture_search.py           (3 seeds, the four rows)
       python examples/architecture_search.py --quick   (seconds; the smoke test)
+      python examples/architecture_search.py --device cuda --plot cells.png
+                                                       (on a GPU; softmax(α) per edge and op)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -136,11 +140,12 @@ def derive(alpha: torch.Tensor) -> list:
     return [OPS[keep[int(i)]] for i in alpha[:, keep].argmax(1)]
 
 
-def splits(seed: int, a: argparse.Namespace) -> tuple:
+def splits(seed: int, a: argparse.Namespace, device: torch.device) -> tuple:
     X, y = mnist10k()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     cuts = [0, a.train, a.train + a.val, a.train + a.val + a.test]
-    return tuple((X[perm[s:e]], y[perm[s:e]]) for s, e in zip(cuts, cuts[1:]))
+    return tuple((X[perm[s:e]].to(device), y[perm[s:e]].to(device))
+                 for s, e in zip(cuts, cuts[1:]))
 
 
 def sampler(data: tuple, batch: int, seed: int):
@@ -151,7 +156,7 @@ def sampler(data: tuple, batch: int, seed: int):
     def draw(i: int) -> tuple:
         epoch, j = divmod(i, per_epoch)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed + 7919 * epoch))
-        idx = perm[j * batch:(j + 1) * batch]
+        idx = perm[j * batch:(j + 1) * batch].to(X.device)  # drawn on the CPU, on any device
         return X[idx], y[idx]
     return draw
 
@@ -188,11 +193,12 @@ def bilevel(net, w0, alpha0, sgd, adam, train, val, steps: int, method) -> torch
 
 def search(method: str, seed: int, a: argparse.Namespace, data: tuple) -> tuple:
     """One search on the supernet; returns (α at the end, α at the start)."""
-    torch.manual_seed(seed)
-    net = bnn.functional(Net(a.channels, [OPS] * (CELLS * EDGES_PER_CELL)))
-    alpha0 = 1e-3 * torch.randn(CELLS * EDGES_PER_CELL, len(OPS))  # DARTS' initialization
+    torch.manual_seed(seed)  # every draw on the CPU, then moved: the same numbers on any device
+    device = data[0][0].device
+    net = bnn.functional(Net(a.channels, [OPS] * (CELLS * EDGES_PER_CELL)).to(device))
+    alpha0 = (1e-3 * torch.randn(CELLS * EDGES_PER_CELL, len(OPS))).to(device)  # DARTS' init
     if method == "random":  # no search: uniform logits, so a uniform non-zero op per edge
-        return torch.rand(alpha0.shape), alpha0
+        return torch.rand(alpha0.shape).to(device), alpha0
     args = (net, net.params, alpha0, optim.sgd(a.lr, momentum=0.9, weight_decay=3e-4),
             optim.adam(a.arch_lr, betas=(0.5, 0.999), weight_decay=1e-3),
             sampler(data[0], a.batch, 10 * seed + 1), sampler(data[1], a.batch, 10 * seed + 2),
@@ -207,7 +213,7 @@ def search(method: str, seed: int, a: argparse.Namespace, data: tuple) -> tuple:
 def retrain(ops: list, seed: int, a: argparse.Namespace, data: tuple) -> tuple:
     """Train the derived network from scratch on train ∪ validation; (test accuracy, params)."""
     torch.manual_seed(seed)
-    net = bnn.functional(Net(a.channels, [(o,) for o in ops]))
+    net = bnn.functional(Net(a.channels, [(o,) for o in ops]).to(data[0][0].device))
     X = torch.cat([data[0][0], data[1][0]])
     y = torch.cat([data[0][1], data[1][1]])
     sgd = optim.sgd(optim.cosine(a.lr, a.retrain_steps), momentum=0.9, weight_decay=3e-4)
@@ -218,6 +224,43 @@ def retrain(ops: list, seed: int, a: argparse.Namespace, data: tuple) -> tuple:
         Xt, yt = data[2]
         acc = float((net(r.params["net"], Xt).argmax(1) == yt).float().mean())
     return acc, sum(v.numel() for v in net.params.values())
+
+
+def plot(path: str, results: dict, a: argparse.Namespace, header: str) -> None:
+    """The searched cells of the first seed: per method a heat map of softmax(α), the edges
+    (rows) against the candidate ops (columns), the derived op of each edge boxed."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    methods = [m for m, rs in results.items() if rs]
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.3 * len(methods) + 1.2, 4.2),
+                             squeeze=False)
+    edges = [f"cell {c + 1}: " + name for c in range(CELLS)
+             for name in ("x → n1", "x → n2", "n1 → n2")]
+    weights = {m: torch.tensor(results[m][0]["alpha"]).softmax(-1) for m in methods}
+    top = max(0.5, max(float(w.max()) for w in weights.values()))  # one colour scale for all
+    for ax, m in zip(axes[0], methods):
+        r, w = results[m][0], weights[m]
+        img = ax.imshow(w.numpy(), cmap="Blues", vmin=0.0, vmax=top)
+        for e in range(w.shape[0]):
+            for o in range(w.shape[1]):
+                ax.text(o, e, f"{float(w[e, o]):.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if w[e, o] > 0.6 * img.norm.vmax else "black")
+            chosen = OPS.index(r["ops"][e])
+            ax.add_patch(Rectangle((chosen - 0.5, e - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.set_xticks(range(len(OPS)), OPS, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(edges)), edges if ax is axes[0][0] else [""] * len(edges),
+                      fontsize=8)
+        ax.set_xlabel("candidate op")
+        ax.set_title(f"{m}" + (" (no search)" if m == "random" else "") +
+                     f"\ntest acc {100 * r['test_acc']:.2f}% (seed {r['seed']})", fontsize=9)
+    axes[0][0].set_ylabel("edge")
+    fig.colorbar(img, ax=list(axes[0]), label="softmax(α) of the edge (red box: derived op)",
+                 shrink=0.85)
+    fig.suptitle(f"DARTS on MNIST digits: the searched cells after {a.steps} steps\n"
+                 f"{header.lstrip('# ')}", fontsize=10)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def print_table(results: dict) -> None:
@@ -254,13 +297,21 @@ def main() -> None:
     ap.add_argument("--arch-lr", type=float, default=3e-2, help="α's Adam rate")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available))")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw softmax(α) per edge and op as heat maps to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps, a.retrain_steps, a.test = [0], 10, 20, 1000
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    device, header = machine(ap, a)
+    print(header, flush=True)
     results, t0 = {m: [] for m in a.methods}, time.time()
     for seed in a.seeds:
-        data, scored = splits(seed, a), {}
+        data, scored = splits(seed, a, device), {}
         for m in a.methods:
             t = time.time()
             alpha, alpha0 = search(m, seed, a, data)
@@ -277,13 +328,43 @@ def main() -> None:
                   f"{100 * acc:.2f}%  (search {searched:.0f} s, retrain {retrained:.0f} s)",
                   flush=True)
     elapsed = time.time() - t0
-    print(f"\nDARTS on MNIST digits ({a.train} train / {a.val} val / {a.test} test), C = "
+    print(f"\n{header}\nDARTS on MNIST digits ({a.train} train / {a.val} val / {a.test} test), C = "
           f"{a.channels}, {a.steps} search + {a.retrain_steps} retrain steps, "
           f"{len(a.seeds)} seed(s), {elapsed:.0f} s\n")
     print_table(results)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": elapsed, "results": results}, f, indent=1)
+            json.dump({"args": vars(a), "machine": header, "seconds": elapsed,
+                       "results": results}, f, indent=1)
+    if a.plot:
+        plot(a.plot, results, a, header)
+        print(f"plot: {a.plot}")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count; returns the device and the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
+    device = torch.device(a.device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ The program below is the quick start's code (``Classifier`` and ``Reweight`` as
 ``ImplicitProblem`` subclasses, ``Config``, ``EngineConfig``, ``Engine``) with only the imports
 changed: ``from betty.X import Y`` became ``from betty_func.betty.X import Y``. What the user
 supplies differs from the seed as it must on this machine: the bundled long-tailed digits instead
-of long-tailed CIFAR-10, an MLP 784-200-10 instead of ResNet32, ``device="cpu"``, no ``print`` of
-the reweighting loss at every evaluation; the settings are those of
-``examples/data_reweighting.py`` (SGD 0.1 + momentum 0.9 + weight decay 5e-4, MultiStepLR at
-50 % and 75 % of the steps, Adam 1e-3 for the reweighting net, batches of 100), so that this
-prints the same table as
+of long-tailed CIFAR-10, an MLP 784-200-10 instead of ResNet32, ``device=`` from ``--device``
+(``"cpu"`` by default; the seed's ``"cuda"`` with ``--device cuda``: the engine moves the
+modules and every batch there), no ``print`` of the reweighting loss at every evaluation; the
+settings are those of ``examples/data_reweighting.py`` (SGD 0.1 + momentum 0.9 + weight decay
+5e-4, MultiStepLR at 50 % and 75 % of the steps, Adam 1e-3 for the reweighting net, batches of
+100), so that this prints the same table as
 
     python examples/data_reweighting.py --methods darts --no-normalize
 
@@ -17,13 +18,17 @@ weighs the losses by their plain mean, hence ``--no-normalize``).
 
 Run:  python examples/betty_quickstart.py            (3 seeds, 800 steps)
       python examples/betty_quickstart.py --quick    (seconds; the smoke test)
+      python examples/betty_quickstart.py --device cuda --plot w.png
+                                                     (on a GPU; the learned weight function)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -73,8 +78,9 @@ class Reweight(ImplicitProblem):
         return loss
 
 
-def run(seed: int, steps: int, splits) -> float:
-    """One seed of the quick start; the test accuracy of the trained classifier."""
+def run(seed: int, steps: int, splits, device: str) -> tuple[float, dict]:
+    """One seed of the quick start; the test accuracy of the trained classifier, and what the
+    trained reweighting net gives a range of losses and each class's train examples."""
     torch.manual_seed(seed)
     classifier_module = nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 10))
     reweight_module = MLP(hidden_size=100)
@@ -88,20 +94,60 @@ def run(seed: int, steps: int, splits) -> float:
     classifier = Classifier(name='classifier', module=classifier_module,
                             optimizer=classifier_optimizer, scheduler=classifier_scheduler,
                             train_data_loader=classifier_dataloader, config=Config(),
-                            device="cpu")
+                            device=device)
     reweight_optimizer = optim.Adam(reweight_module.parameters(), lr=1e-3)
     reweight = Reweight(name='reweight', module=reweight_module, optimizer=reweight_optimizer,
                         train_data_loader=reweight_dataloader, config=Config(type='darts'),
-                        device="cpu")
+                        device=device)
     u2l = {reweight: [classifier]}
     l2u = {classifier: [reweight]}
     dependencies = {'l2u': l2u, 'u2l': u2l}
     engine = Engine(config=EngineConfig(train_iters=steps), problems=[reweight, classifier],
                     dependencies=dependencies)
     engine.run()
-    X, y = splits.test
+    X, y = (t.to(device) for t in splits.test)
     with torch.no_grad():
-        return float((classifier(X).argmax(1) == y).float().mean())
+        acc = float((classifier(X).argmax(1) == y).float().mean())
+        # afterwards the modules hold the trained params: read the weight function off the net
+        losses = torch.linspace(0.0, 6.0, 121, device=device)
+        Xtr, ytr = (t.to(device) for t in splits.train)
+        per_example = reweight_module(F.cross_entropy(classifier(Xtr), ytr, reduction="none")
+                                      [:, None]).squeeze(1)
+        classes = len(splits.counts)
+        per_class = (torch.zeros(classes, device=device).index_add_(0, ytr, per_example)
+                     / torch.bincount(ytr, minlength=classes))
+        return acc, {"loss": losses.tolist(),
+                     "weight": reweight_module(losses[:, None]).squeeze(1).tolist(),
+                     "class_weight": per_class.tolist(), "class_counts": list(splits.counts)}
+
+
+def plot(path: str, seeds: list, traces: list, steps: int, header: str) -> None:
+    """Per seed, the trained reweighting net's weight as a function of the loss (left), and the
+    mean weight it gives each class's train examples against the class's size (right)."""
+    import matplotlib.pyplot as plt
+    fig, (curve, classes) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for i, (seed, tr) in enumerate(zip(seeds, traces)):
+        curve.plot(tr["loss"], tr["weight"], color=f"C{i}", label=f"seed {seed}")
+        order = sorted(range(len(tr["class_counts"])), key=tr["class_counts"].__getitem__)
+        classes.plot([tr["class_counts"][c] for c in order],
+                     [tr["class_weight"][c] for c in order], "o-", color=f"C{i}",
+                     label=f"seed {seed}")
+    curve.set_xlabel("an example's training loss ℓ")
+    curve.set_ylabel("weight w(ℓ) the trained reweighting net gives it")
+    curve.set_title("the learned weight function (Meta-Weight-Net)", fontsize=9)
+    classes.set_xscale("log")
+    classes.set_xlabel("train examples of the class (long-tailed, imbalance 100)")
+    classes.set_ylabel("mean weight of the class's train examples")
+    classes.set_title("learned weight per class, at the end of training", fontsize=9)
+    for ax in (curve, classes):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Betty's quick start on betty_func (darts, {steps} steps)\n"
+                 f"{header.lstrip('# ')}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -110,20 +156,31 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available))")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw the learned weight function and the weight per class to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 6
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    pool, accs, seconds, t0 = mnist10k(), [], [], time.time()
+    device, header = machine(ap, a)
+    print(header, flush=True)
+    pool, accs, seconds, traces, t0 = mnist10k(), [], [], [], time.time()
     for seed in a.seeds:
         splits = long_tailed_splits(*pool, imbalance=100.0, meta_per_class=10,
                                     test_per_class=200, seed=seed)
         t = time.time()
-        accs.append(100 * run(seed, a.steps, splits))
+        acc, trace = run(seed, a.steps, splits, str(device))
+        accs.append(100 * acc)
+        traces.append(trace)
         seconds.append(time.time() - t)
         print(f"seed {seed} darts     test acc {accs[-1]:.2f}%  ({seconds[-1]:.0f} s)", flush=True)
     sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-    print(f"\nlong-tailed MNIST (10k digits, imbalance 100, train {len(splits.train[1])}), "
+    print(f"\n{header}\nlong-tailed MNIST (10k digits, imbalance 100, train "
+          f"{len(splits.train[1])}), "
           f"{a.steps} steps, {len(a.seeds)} seed(s), {time.time() - t0:.0f} s\n")
     print("| method | test acc (%) | s / run |")
     print("|---|---|---|")
@@ -132,7 +189,37 @@ def main() -> None:
         rows = [{"seed": s, "test_acc": acc / 100, "seconds": t}
                 for s, acc, t in zip(a.seeds, accs, seconds)]
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "results": {"darts": rows}}, f, indent=1)
+            json.dump({"args": vars(a), "machine": header, "results": {"darts": rows}}, f,
+                      indent=1)
+    if a.plot:
+        plot(a.plot, a.seeds, traces, a.steps, header)
+        print(f"plot: {a.plot}")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count; returns the device and the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
+    device = torch.device(a.device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ gain +1.48 / +2.50 points there (92.34 / 93.36 % vs 90.86 %, every seed). Other 
 
 Run:  python examples/data_reweighting.py            (3 seeds, all six rows)
       python examples/data_reweighting.py --quick    (seconds; the smoke test)
+      python examples/data_reweighting.py --device cuda --plot weights.png
+                                                     (on a GPU; the learned weight per class)
       python examples/data_reweighting.py --mnist-root ~/data --meta-per-class 100 --steps 3000 \
           --meta-lr 1e-4                             (the tutorial's setting, full MNIST on disk)
       torchrun --nproc_per_node=2 examples/data_reweighting.py --methods cg
@@ -41,6 +43,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -86,17 +89,29 @@ def shifted(pixels: int):
             return X, y
         n, side = len(X), 28
         img = F.pad(X.view(n, side, side), (pixels,) * 4)
-        oy, ox = (torch.randint(0, 2 * pixels + 1, (n, 1)) + torch.arange(side) for _ in range(2))
-        return img[torch.arange(n)[:, None, None], oy[:, :, None], ox[:, None, :]].reshape(n, -1), y
+        # the offsets drawn on the CPU (the same stream on every device), then moved to X's
+        oy, ox = ((torch.randint(0, 2 * pixels + 1, (n, 1)) + torch.arange(side)).to(X.device)
+                  for _ in range(2))
+        rows = torch.arange(n, device=X.device)[:, None, None]
+        return img[rows, oy[:, :, None], ox[:, None, :]].reshape(n, -1), y
     return collate
 
 
-def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, float]:
-    torch.manual_seed(seed)
-    net = bnn.functional(nn.Sequential(nn.Linear(784, 200), nn.ReLU(), nn.Linear(200, 10)))
+def to_device(splits, device: torch.device):
+    """``splits`` with its train, meta and test tensors on ``device``."""
+    return splits._replace(**{k: tuple(t.to(device) for t in getattr(splits, k))
+                              for k in ("train", "meta", "test")})
+
+
+def run(seed: int, method: str, a: argparse.Namespace, splits, device: torch.device) -> dict:
+    """One seed of one row: test and meta accuracy and, where a net reweighs, the mean weight it
+    gives each class's train examples at the end."""
+    torch.manual_seed(seed)  # both nets initialized on the CPU (the same numbers on any device)
+    net = bnn.functional(nn.Sequential(nn.Linear(784, 200), nn.ReLU(),
+                                       nn.Linear(200, 10)).to(device))
     cls = standardized(net, a.standardize)
     rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1),
-                                      nn.Sigmoid()))
+                                      nn.Sigmoid()).to(device))
     # under torchrun every rank draws the same global batches (same seed) and keeps its slice;
     # full batches only, so that each splits evenly
     ddp = dist.is_initialized()
@@ -108,7 +123,7 @@ def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, f
 
     # "class-balanced" (a reference with the class counts known, nothing meta-learned):
     # Σ_i ℓ_i / n_{y_i}  /  Σ_i 1 / n_{y_i}  over the batch
-    counts = torch.tensor(splits.counts, dtype=torch.float32)
+    counts = torch.tensor(splits.counts, dtype=torch.float32, device=device)
     class_weight = 1.0 / counts if method == "class-balanced" else None
 
     def plain_loss(params, batch):
@@ -135,8 +150,63 @@ def run(seed: int, method: str, a: argparse.Namespace, splits) -> tuple[float, f
                     mlo.Problem("reweight", reweight_loss, rw.params, optim.adam(a.meta_lr),
                                 data=meta)]
         r = mlo.solve(problems, {"reweight": ["classifier"]}, steps=a.steps, **log)
-    return accuracy(cls, r.params["classifier"], splits.test), accuracy(cls, r.params["classifier"],
-                                                                         splits.meta)
+    theta = r.params["classifier"]
+    out = {"test_acc": accuracy(cls, theta, splits.test), "meta_acc": accuracy(cls, theta,
+                                                                                 splits.meta)}
+    if "reweight" in r.params:  # the mean learned weight w of each class's train examples
+        X, y = splits.train
+        with torch.no_grad():
+            losses = F.cross_entropy(cls(theta, X), y, reduction="none")
+            w = rw(r.params["reweight"], net_input(method, losses, y, counts)).squeeze(1)
+            per_class = torch.zeros(len(counts), device=w.device).index_add_(0, y, w) / counts
+        out.update(class_weight=per_class.tolist(), class_counts=list(splits.counts))
+    return out
+
+
+def plot(path: str, results: dict, header: str, a: argparse.Namespace) -> None:
+    """The mean weight the learned net gives each class's train examples against the class's
+    size: as it is (left) and relative to the train set's mean weight (right), there with the
+    references no reweighting (1) and class-balanced 1/n_c."""
+    import matplotlib.pyplot as plt
+    fig, (raw, rel) = plt.subplots(1, 2, figsize=(11, 4.6))
+    for i, (m, rs) in enumerate((m, rs) for m, rs in results.items()
+                                if rs and "class_weight" in rs[0]):
+        by_count: dict = {}  # class size -> [(mean weight, relative weight)], over seeds
+        for r in rs:
+            n, w = r["class_counts"], r["class_weight"]
+            mean_w = sum(nc * wc for nc, wc in zip(n, w)) / sum(n)
+            for nc, wc in zip(n, w):
+                by_count.setdefault(nc, []).append((wc, wc / mean_w))
+        xs = sorted(by_count)
+        for ax, k in ((raw, 0), (rel, 1)):
+            ys = [statistics.mean(v[k] for v in by_count[x]) for x in xs]
+            ax.plot(xs, ys, "o-", color=f"C{i}", label=f"{m} ({len(rs)} seed(s))")
+            if len(rs) > 1:  # every seed's class, faintly
+                ax.scatter([x for x in xs for _ in by_count[x]],
+                           [v[k] for x in xs for v in by_count[x]], s=8, color=f"C{i}", alpha=0.3)
+    n = results[next(m for m, rs in results.items() if rs and "class_counts" in rs[0])][0][
+        "class_counts"]
+    xs = sorted(n)
+    rel.plot(xs, [sum(n) / (len(n) * x) for x in xs], "k--", label="class-balanced 1/n_c")
+    rel.axhline(1.0, color="gray", ls=":", label="no reweighting")
+    for ax in (raw, rel):
+        ax.set_xscale("log")
+        ax.set_xlabel("train examples of the class (long-tailed, imbalance "
+                      f"{a.imbalance:g})")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    raw.set_ylabel("mean learned weight w of the class's train examples (log)")
+    rel.set_ylabel("class's mean weight / train set's mean weight")
+    raw.set_title("learned weight per class")
+    rel.set_title("per example, relative to the train set's mean weight")
+    raw.legend(fontsize=8)
+    rel.legend(fontsize=8)
+    fig.suptitle(f"Meta-Weight-Net on long-tailed MNIST, {a.steps} steps, at the end of "
+                 f"training\n{header.lstrip('# ')}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -166,15 +236,28 @@ def main() -> None:
     ap.add_argument("--logdir", default="runs/data_reweighting", help="TensorBoard; '' for none")
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live (under torchrun: a GPU per rank)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available); 1 under torchrun)")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw the learned weight per class against the class's size to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 6
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by torchrun: data parallel
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        torch.set_num_threads(1)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: data parallel
+    device, header = machine(ap, a, default_threads=1 if torchrun else None,
+                             gpu=int(os.environ.get("LOCAL_RANK", "0")))  # under torchrun: one each
+    if a.plot and not any(m not in ("baseline", "class-balanced") for m in a.methods):
+        ap.error(f"data_reweighting.py(--plot): the plot shows the weights a reweighting net "
+                 f"learned, and no row learns one. Got --methods {' '.join(a.methods)}. Add a "
+                 f"reweighting method, e.g. --methods {' '.join(a.methods)} darts-size.")
+    if torchrun:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     leader = not dist.is_initialized() or dist.get_rank() == 0
     print_ = print if leader else (lambda *args, **kw: None)
+    print_(header, flush=True)
     pool = load_mnist(a.mnist_root, train=True) if a.mnist_root else mnist10k()
     # full MNIST: the tutorial's test set, MNIST's own 10k test digits; else 200 held-out per class
     test = load_mnist(a.mnist_root, train=False) if a.mnist_root else None
@@ -182,33 +265,84 @@ def main() -> None:
     for seed in a.seeds:
         splits = long_tailed_splits(*pool, imbalance=a.imbalance, meta_per_class=a.meta_per_class,
                                     test_per_class=0 if test is not None else 200, seed=seed)
-        splits = splits._replace(test=test) if test is not None else splits
+        splits = to_device(splits._replace(test=test) if test is not None else splits, device)
         for m in a.methods:
             t = time.time()
-            test_acc, meta_acc = run(seed, m, a, splits)
-            results[m].append({"seed": seed, "test_acc": test_acc, "meta_acc": meta_acc,
-                               "seconds": time.time() - t})
-            print_(f"seed {seed} {m:9s} test acc {100 * test_acc:.2f}%  ({time.time() - t:.0f} s)",
-                  flush=True)
+            out = run(seed, m, a, splits, device)
+            results[m].append({"seed": seed, **out, "seconds": time.time() - t})
+            print_(f"seed {seed} {m:9s} test acc {100 * out['test_acc']:.2f}%  "
+                   f"({time.time() - t:.0f} s)", flush=True)
     elapsed = time.time() - t0
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     source = "full" if a.mnist_root else "10k digits"
-    print_(f"\nlong-tailed MNIST ({source}, imbalance {a.imbalance:g}, train "
+    print_(f"\n{header}\nlong-tailed MNIST ({source}, imbalance {a.imbalance:g}, train "
           f"{len(splits.train[1])}), {a.steps} steps, {len(a.seeds)} seed(s), {elapsed:.0f} s"
            + (f", {dist.get_world_size()} processes" if dist.is_initialized() else "") + "\n")
-    print_("| method | test acc (%) | s / run |")
-    print_("|---|---|---|")
-    for m, rs in results.items():
-        accs = [100 * r["test_acc"] for r in rs]
-        print_(f"| {m} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | "
-              f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
+    print_table(results, a.seeds, print_)
     if a.json and leader:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": elapsed, "results": results,
+            json.dump({"args": vars(a), "machine": header, "seconds": elapsed,
+                       "results": results,
                        "world_size": dist.get_world_size() if dist.is_initialized() else 1}, f,
                       indent=1)
+    if a.plot and leader:
+        plot(a.plot, results, header, a)
+        print_(f"plot: {a.plot}")
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def paired_gain(rs: list, base: dict) -> str:
+    """Per seed, test accuracy minus the baseline's on the same seed (the same splits), in
+    points; then their mean ± sd over the seeds. As the README table's column."""
+    gains = [100 * (r["test_acc"] - base[r["seed"]]) for r in rs if r["seed"] in base]
+    if not gains:
+        return "–"
+    sd = statistics.stdev(gains) if len(gains) > 1 else 0.0
+    return (" / ".join(f"{g:+.2f}" for g in gains)
+            + f" (mean {statistics.mean(gains):+.2f} ± {sd:.2f})")
+
+
+def print_table(results: dict, seeds: list, print_=print) -> None:
+    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
+    base = {r["seed"]: r["test_acc"] for r in results.get("baseline", [])}
+    print_(f"| method | test acc (%) | paired gain over baseline, seeds "
+           f"{'/'.join(map(str, seeds))} (points) | s / run |")
+    print_("|---|---|---|---|")
+    for m, rs in results.items():
+        accs = [100 * r["test_acc"] for r in rs]
+        gain = paired_gain(rs, base) if m != "baseline" else "–"
+        print_(f"| {m} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gain} | "
+               f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace,
+            default_threads: int | None = None, gpu: int = 0) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count (and with ``--device cuda`` the current GPU, number ``gpu``); returns the device and
+    the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or default_threads or min(2, torch.get_num_threads()))
+    device = torch.device("cuda", gpu) if a.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -13,13 +13,18 @@ Run:  python examples/hpo_weight_decay.py            (3 seeds)
       python examples/hpo_weight_decay.py --vmap     (the 3 seeds as one vmapped program)
       python examples/hpo_weight_decay.py --vmap --compile   (that step as one compiled graph)
       python examples/hpo_weight_decay.py --quick    (seconds; the smoke test)
+      python examples/hpo_weight_decay.py --device cuda --plot decays.png
+                                                     (on a GPU; the histogram of learned decays)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -33,20 +38,20 @@ METHODS = {"cg": lambda: hg.cg(maxiter=3), "neumann": lambda: hg.neumann(steps=3
            "darts": lambda: hg.darts()}
 
 
-def splits(seed: int, n_train: int, n_val: int):
+def splits(seed: int, n_train: int, n_val: int, device: torch.device):
     X, y = mnist10k()
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     tr, va, te = perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:]
-    return (X[tr], y[tr]), (X[va], y[va]), (X[te], y[te])
+    return tuple((X[i].to(device), y[i].to(device)) for i in (tr, va, te))
 
 
 def build(seed: int, learned: bool, a: argparse.Namespace, data) -> tuple:
     """``(problems, graph, net, loaders)`` of one seed's program; every loader shuffles with its
     own seeded generator, so a sequential and a vmapped run see the same batches."""
     torch.manual_seed(seed)
+    train, val, _ = data  # on the device: the net is initialized on the CPU, then moved there
     net = bnn.functional(nn.Sequential(nn.Linear(784, 200, bias=False), nn.ReLU(),
-                                       nn.Linear(200, 10, bias=False)))
-    train, val, _ = data
+                                       nn.Linear(200, 10, bias=False)).to(train[0].device))
 
     def loader(d, k):
         return DataLoader(TensorDataset(*d), batch_size=a.batch, shuffle=True,
@@ -88,13 +93,14 @@ def summary(seed: int, net, params: dict, test) -> dict:
     return out
 
 
-def run(seed: int, learned: bool, a: argparse.Namespace, data) -> dict:
+def run(seed: int, learned: bool, a: argparse.Namespace, data) -> tuple[dict, dict]:
+    """One seed's program; its summary row and its final params."""
     problems, graph, net = build(seed, learned, a, data)
     logdir = f"{a.logdir}/{'learned' if learned else 'fixed'}_seed{seed}" if a.logdir else None
     r = mlo.solve(problems, graph, steps=a.steps,
                   logging=mlo.Logging(every=max(1, a.steps // 10), logdir=logdir,
                                       progress=False, console=False))
-    return summary(seed, net, r.params, data[2])
+    return summary(seed, net, r.params, data[2]), r.params
 
 
 def run_vmapped(seeds: list, learned: bool, a: argparse.Namespace, datas: list) -> list:
@@ -118,8 +124,45 @@ def run_vmapped(seeds: list, learned: bool, a: argparse.Namespace, datas: list) 
         batches = {n: [torch.stack(xs) for xs in zip(*[draw(i, n) for i in range(len(seeds))])]
                    for n in mlo.due(state)}
         state, _ = mlo.step(state, batches, compile=a.compile, batched=True)
-    return [summary(s, b[2], st.params, d[2])
+    return [(summary(s, b[2], st.params, d[2]), st.params)
             for s, b, st, d in zip(seeds, built, mlo.unstack(state), datas)]
+
+
+def plot(path: str, decays: list, a: argparse.Namespace, header: str) -> None:
+    """Histogram of the learned per-parameter decays (all seeds pooled), per layer, on a log
+    axis; the decays projected to exactly 0 as a bar of their own on the left."""
+    import matplotlib.pyplot as plt
+    layers = {name: torch.cat([d[name].reshape(-1).cpu() for d in decays]) for name in decays[0]}
+    fig, (zero, ax) = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True, width_ratios=[1, 7])
+    positive = torch.cat([v[v > 0] for v in layers.values()])
+    lo, hi = (math.log10(float(positive.min())), math.log10(float(positive.max()))) \
+        if len(positive) else (-5.0, -2.0)
+    edges = torch.logspace(lo - 0.05, hi + 0.05, 61).tolist()
+    for i, (name, v) in enumerate(layers.items()):
+        label = f"{name}, {' x '.join(map(str, decays[0][name].shape))} weights"
+        ax.hist(v[v > 0].numpy(), bins=edges, histtype="step", lw=1.5, color=f"C{i}",
+                label=label)
+        zero.bar(i, int((v == 0).sum()), color=f"C{i}", width=0.7)
+    ax.axvline(a.fixed_decay, color="k", ls="--", lw=1, label=f"initial / fixed {a.fixed_decay:g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learned decay λ_j (log scale)")
+    total = sum(v.numel() for v in layers.values())
+    zeros = total - positive.numel()
+    ax.set_title(f"{len(decays)} seed(s) pooled; {zeros} of the {total} decays projected to "
+                 f"exactly 0 ({100 * zeros / total:.1f}%)", fontsize=9)
+    ax.legend(fontsize=8)
+    zero.set_xticks(range(len(layers)), list(layers), fontsize=7)
+    zero.set_xlabel("exactly 0")
+    zero.set_ylabel("weights (count, log scale)")
+    for a_ in (zero, ax):
+        a_.grid(alpha=0.3, which="both")
+    fig.suptitle(f"Per-parameter weight decay learned by bilevel optimization ({a.method}, "
+                 f"{a.steps} steps)\n{header.lstrip('# ')}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -140,25 +183,35 @@ def main() -> None:
     ap.add_argument("--vmap", action="store_true",
                     help="run all seeds as one program batch: torch.vmap(mlo.step) per step")
     ap.add_argument("--compile", action="store_true", help="with --vmap: compile the vmapped step")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available))")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw the histogram of the learned decays to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.steps = 5
     a.seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    device, header = machine(ap, a)
+    print(header, flush=True)
     rows, t0 = ({"fixed decay 5e-4": [], f"learned per-parameter decay ({a.method})": []},
                 time.time())
-    datas = [splits(seed, a.n_train, a.n_val) for seed in a.seeds]
+    datas = [splits(seed, a.n_train, a.n_val, device) for seed in a.seeds]
     for learned, name in zip((False, True), rows):
         t = time.time()
         if a.vmap:
-            rows[name] = run_vmapped(a.seeds, learned, a, datas)
+            outs = run_vmapped(a.seeds, learned, a, datas)
         else:
-            rows[name] = [run(seed, learned, a, d) for seed, d in zip(a.seeds, datas)]
+            outs = [run(seed, learned, a, d) for seed, d in zip(a.seeds, datas)]
+        rows[name] = [row for row, _ in outs]
+        decays = [params["decay"] for _, params in outs] if learned else None
         accs = ", ".join(f"{100 * r['test_acc']:.2f}%" for r in rows[name])
         print(f"{name}: test acc {accs} ({time.time() - t:.1f} s"
               f"{', vmapped' if a.vmap else ''})", flush=True)
     sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-    print(f"\n{len(a.seeds)} seed(s), {a.steps} steps, {time.time() - t0:.0f} s\n")
+    print(f"\n{header}\n{len(a.seeds)} seed(s), {a.steps} steps, {time.time() - t0:.0f} s\n")
     print("| method | test acc (%) | decay mean | median | max | exactly 0 |")
     print("|---|---|---|---|---|---|")
     for name, rs in rows.items():
@@ -170,7 +223,37 @@ def main() -> None:
         print(f"| {name} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {stats} | {zero} |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": time.time() - t0, "results": rows}, f, indent=1)
+            json.dump({"args": vars(a), "machine": header, "seconds": time.time() - t0,
+                       "results": rows}, f, indent=1)
+    if a.plot:
+        plot(a.plot, decays, a, header)
+        print(f"plot: {a.plot}")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count; returns the device and the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
+    device = torch.device(a.device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

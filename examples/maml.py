@@ -25,13 +25,17 @@ Measured (one seed, 600 meta-test tasks, 172 s on 2 CPU cores), meta-test accura
 
 Run:  python examples/maml.py            (3 methods x 1-shot and 5-shot)
       python examples/maml.py --quick    (seconds; the smoke test)
+      python examples/maml.py --device cuda --plot maml.png
+                                         (on a GPU; the accuracy per adaptation step)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +43,7 @@ from torch import nn
 from torch.func import grad, vmap
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
-from betty_func.data import TaskSampler, mnist10k
+from betty_func.data import Tasks, TaskSampler, mnist10k
 
 NET = bnn.functional(nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 5)))
 
@@ -85,25 +89,78 @@ def rotated(X: torch.Tensor, y: torch.Tensor, digits: range, rotations: int) -> 
     return torch.cat(xs), torch.cat([y[keep] * 4 + k for k in range(rotations)])
 
 
+def on(tasks: Tasks, device: torch.device) -> Tasks:
+    """A task batch with its images and labels on ``device`` (the sampler draws on the CPU)."""
+    return Tasks(*(t.to(device) for t in tasks))
+
+
 def evaluate(phi, sampler, method: str, a: argparse.Namespace, n_tasks: int) -> tuple:
-    """Adapt from φ on each test task's support set, score its query set; mean and 95% CI."""
+    """Adapt from φ on each test task's support set, score its query set: mean and 95% CI after
+    the last inner step, and the mean after each of the 0..K inner steps."""
     lam = a.prox if method == "imaml" else 0.0
     accs = []
     gen = torch.Generator().manual_seed(10_000)
+    device = tree.leaves(phi)[0].device
     for start in range(0, n_tasks, 100):
-        t = sampler.sample(min(100, n_tasks - start), gen)
+        t = on(sampler.sample(min(100, n_tasks - start), gen), device)
 
         def adapt_one(sx, sy):
-            theta = phi
+            thetas = [phi]
             for _ in range(a.inner_steps):
-                g = grad(lambda th: task_loss(th, sx, sy) + 0.5 * lam * prox(th, phi))(theta)
-                theta = tree.axpy(-a.inner_lr, g, theta)
-            return theta
+                g = grad(lambda th: task_loss(th, sx, sy) + 0.5 * lam * prox(th, phi))(thetas[-1])
+                thetas.append(tree.axpy(-a.inner_lr, g, thetas[-1]))
+            return thetas
         thetas = vmap(adapt_one)(t.support_x, t.support_y)
-        logits = vmap(NET)(thetas, t.query_x)
-        accs.append((logits.argmax(-1) == t.query_y).float().mean(1))
-    accs = torch.cat(accs)
-    return float(accs.mean()), float(1.96 * accs.std() / math.sqrt(len(accs)))
+        accs.append(torch.stack([(vmap(NET)(th, t.query_x).argmax(-1) == t.query_y).float().mean(1)
+                                 for th in thetas]))  # (K + 1, tasks)
+    accs = torch.cat(accs, 1)
+    return (float(accs[-1].mean()), float(1.96 * accs[-1].std() / math.sqrt(accs.shape[1])),
+            accs.mean(1).tolist())
+
+
+def plot(path: str, results: list, losses: dict, a: argparse.Namespace, header: str) -> None:
+    """Per shot count, meta-test query accuracy after each adaptation step from the meta-learned
+    φ (solid) and from the untrained φ0 (dashed); last, the meta-training query loss."""
+    import matplotlib.pyplot as plt
+    shots = sorted({r["shots"] for r in results})
+    fig, axes = plt.subplots(1, len(shots) + 1, figsize=(4.6 * (len(shots) + 1), 4.4))
+    color = {m: f"C{i}" for i, m in enumerate(a.methods)}
+    first = results[0]["seed"]
+    for ax, s in zip(axes, shots):
+        rows = [r for r in results if r["shots"] == s and r["seed"] == first]
+        for r in rows:
+            k = range(len(r["acc_by_step"]))
+            ax.plot(k, [100 * x for x in r["acc_by_step"]], "o-", color=color[r["method"]],
+                    label=f"{r['method']}, meta-learned φ")
+        at_init: dict = {}  # maml and fomaml adapt φ0 alike: one dashed line for both
+        for r in rows:
+            at_init.setdefault(tuple(r["acc_by_step_at_init"]), []).append(r["method"])
+        for curve, methods in at_init.items():
+            ax.plot(range(len(curve)), [100 * x for x in curve], "x--", color=color[methods[0]],
+                    alpha=0.6, label=f"untrained φ0, as {' / '.join(methods)} adapt")
+        ax.axhline(20.0, color="gray", ls=":", lw=1, label="chance (5-way)")
+        ax.set_xlabel("adaptation (inner SGD) steps on the support set")
+        ax.set_ylabel("meta-test query accuracy, digits 5-9 (%)")
+        ax.set_title(f"5-way {s}-shot, {a.test_tasks} tasks (seed {first})", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    ax = axes[-1]
+    for (method, s), points in losses.items():
+        if points:
+            steps, values = zip(*points)
+            ax.plot([t / a.inner_steps for t in steps], values, marker="o", color=color[method],
+                    ls=("-", "--", ":", "-.")[shots.index(s) % 4], label=f"{method}, {s}-shot")
+    ax.set_xlabel("meta step")
+    ax.set_ylabel("meta-train query loss (cross-entropy)")
+    ax.set_title(f"meta-training (seed {first})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    fig.suptitle(f"MAML / first-order MAML / iMAML on MNIST digits, {a.steps} meta steps\n"
+                 f"{header.lstrip('# ')}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -127,23 +184,33 @@ def main() -> None:
     ap.add_argument("--logdir", default="runs/maml", help="TensorBoard; '' for none")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available))")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw the accuracy per adaptation step and the meta-loss to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.steps, a.test_tasks, a.meta_batch, a.shots = 3, 20, 4, [1]
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    X, y = mnist10k()
+    device, header = machine(ap, a)
+    print(header, flush=True)
+    X, y = mnist10k()  # the task samplers draw on the CPU; each task batch then goes to device
     train_classes = rotated(X, y, range(5), a.rotations)
-    results, t0 = [], time.time()
+    results, losses, t0 = [], {}, time.time()
     for seed in a.seeds:
         for shots in a.shots:
             train = TaskSampler(*train_classes, 5, shots, a.queries)
             test = TaskSampler(X, y, 5, shots, a.queries, classes=range(5, 10))
             for method in a.methods:
-                torch.manual_seed(seed)
+                torch.manual_seed(seed)  # initialized on the CPU, then moved to the device
                 phi0 = {k: v.detach().clone() for k, v in bnn.functional(
-                    nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 5))).params.items()}
-                task_gen = lambda t, s=seed, sh=shots: train.sample(  # noqa: E731
-                    a.meta_batch, torch.Generator().manual_seed(s * 1_000_003 + sh * 7919 + t))
+                    nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 5)).to(device)
+                ).params.items()}
+                task_gen = lambda t, s=seed, sh=shots: on(train.sample(  # noqa: E731
+                    a.meta_batch, torch.Generator().manual_seed(s * 1_000_003 + sh * 7919 + t)),
+                    device)
                 # one task batch per inner loop (K global steps): every inner step adapts to it
                 env = lambda t, f=task_gen: {"adapt": f((t - 1) // a.inner_steps),  # noqa: E731
                                              "meta": f((t - 1) // a.inner_steps)}
@@ -155,15 +222,18 @@ def main() -> None:
                                   logdir=f"{a.logdir}/{method}_{shots}shot_seed{seed}"
                                   if a.logdir else None))
                 before = evaluate(phi0, test, method, a, a.test_tasks)
-                acc, ci = evaluate(r.params["meta"], test, method, a, a.test_tasks)
+                acc, ci, curve = evaluate(r.params["meta"], test, method, a, a.test_tasks)
                 seen = evaluate(r.params["meta"], train, method, a, a.test_tasks)
                 results.append({"seed": seed, "shots": shots, "method": method, "acc": acc,
                                 "ci95": ci, "acc_at_init": before[0], "acc_train_classes": seen[0],
+                                "acc_by_step": curve, "acc_by_step_at_init": before[2],
                                 "seconds": time.time() - t})
+                if seed == a.seeds[0]:
+                    losses[method, shots] = r.history.get("meta/loss", [])
                 print(f"seed {seed} 5-way {shots}-shot {method:7s} meta-test acc {100 * acc:.2f} ± "
                       f"{100 * ci:.2f}% (untrained φ0: {100 * before[0]:.2f}%, meta-train classes: "
                       f"{100 * seen[0]:.2f}%) ({time.time() - t:.0f} s)", flush=True)
-    print(f"\n{a.test_tasks} meta-test tasks on unseen digits 5-9, {a.steps} meta steps, "
+    print(f"\n{header}\n{a.test_tasks} meta-test tasks on unseen digits 5-9, {a.steps} meta steps, "
           f"{time.time() - t0:.0f} s\n")
     print("| method | shots | meta-test, digits 5-9 (%) | same adaptation from untrained φ0 (%) | "
           "meta-train classes (%) |")
@@ -175,8 +245,37 @@ def main() -> None:
                   f"{100 * r['acc_at_init']:.2f} | {100 * r['acc_train_classes']:.2f} |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": time.time() - t0, "results": results}, f,
-                      indent=1)
+            json.dump({"args": vars(a), "machine": header, "seconds": time.time() - t0,
+                       "results": results}, f, indent=1)
+    if a.plot:
+        plot(a.plot, results, losses, a, header)
+        print(f"plot: {a.plot}")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count; returns the device and the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
+    device = torch.device(a.device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

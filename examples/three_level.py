@@ -22,14 +22,18 @@ weights>decay>classifier 87.53 ± 1.37 (the README discusses what each level add
 
 Run:  python examples/three_level.py            (3 seeds, all four versions)
       python examples/three_level.py --quick    (seconds; the smoke test)
+      python examples/three_level.py --device cuda --plot levels.png
+                                                (on a GPU; loss per level, weights clean / noisy)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,10 +50,10 @@ VERSIONS = {"classifier": (False, False, False), "decay>classifier": (True, Fals
             "weights>decay>classifier": (True, True, True)}
 
 
-def noisy_splits(seed: int, n_train: int, n_val: int, noise: float):
+def noisy_splits(seed: int, n_train: int, n_val: int, noise: float, device: torch.device):
     """Disjoint random splits of the bundled digits; ``noise`` of the train labels redrawn
     uniformly among the other classes. Returns (train X, noisy y, clean mask), val A, val B,
-    test."""
+    test, drawn on the CPU and then moved to ``device``."""
     X, y = mnist10k()
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(y), generator=g)
@@ -59,18 +63,23 @@ def noisy_splits(seed: int, n_train: int, n_val: int, noise: float):
     flip = torch.rand(n_train, generator=g) < noise
     shift = torch.randint(1, 10, (n_train,), generator=g)
     y_noisy = torch.where(flip, (y[tr] + shift) % 10, y[tr])
-    return (X[tr], y_noisy, ~flip), (X[va], y[va]), (X[vb], y[vb]), (X[te], y[te])
+    to = lambda *ts: tuple(t.to(device) for t in ts)  # noqa: E731
+    return to(X[tr], y_noisy, ~flip), to(X[va], y[va]), to(X[vb], y[vb]), to(X[te], y[te])
 
 
-def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
+def run(seed: int, version: str, a: argparse.Namespace, data) -> tuple[dict, dict]:
+    """One seed of one version: its table row, and what the plot reads (the logged history and,
+    where weights are learned, each train example's final weight and whether it is clean)."""
     learn_decay, learn_weights, nested = VERSIONS[version]
-    torch.manual_seed(seed)
-    cls = bnn.functional(nn.Sequential(nn.Linear(784, 100), nn.ReLU(), nn.Linear(100, 10)))
-    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1),
-                                      nn.Sigmoid()))
     (Xtr, ytr, clean), val_a, val_b, test = data
+    device = Xtr.device
+    torch.manual_seed(seed)  # both nets initialized on the CPU, then moved to the device
+    cls = bnn.functional(nn.Sequential(nn.Linear(784, 100), nn.ReLU(),
+                                       nn.Linear(100, 10)).to(device))
+    rw = bnn.functional(nn.Sequential(nn.Linear(1, 100), nn.ReLU(), nn.Linear(100, 1),
+                                      nn.Sigmoid()).to(device))
     loader = lambda *d: DataLoader(TensorDataset(*d), batch_size=a.batch, shuffle=True)  # noqa: E731
-    rho0 = torch.tensor(math.log(a.decay))
+    rho0 = torch.tensor(math.log(a.decay), device=device)
 
     def fit_loss(params, batch, decay, weights):
         losses = F.cross_entropy(cls(params, batch[0]), batch[1], reduction="none")
@@ -114,6 +123,7 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
                                       logdir=f"{a.logdir}/{version}_seed{seed}"
                                       if a.logdir else None))
     theta = r.params["classifier"]
+    trace = {"history": r.history}
     with torch.no_grad():
         out = {"seed": seed,
                "test_acc": float((cls(theta, test[0]).argmax(1) == test[1]).float().mean()),
@@ -122,7 +132,49 @@ def run(seed: int, version: str, a: argparse.Namespace, data) -> dict:
             losses = F.cross_entropy(cls(theta, Xtr), ytr, reduction="none")
             w = rw(r.params["weights"], losses[:, None]).squeeze(1)
             out.update(weight_clean=float(w[clean].mean()), weight_noisy=float(w[~clean].mean()))
-    return out
+            trace.update(weights=w.cpu(), clean=clean.cpu())
+    return out, trace
+
+
+def plot(path: str, version: str, seed: int, trace: dict, a: argparse.Namespace,
+         header: str) -> None:
+    """One run (``version``, ``seed``): each level's loss over the steps, as logged (left), and
+    the weights the learned net gives the clean and the corrupted train examples (right)."""
+    import matplotlib.pyplot as plt
+    fig, (curves, hist) = plt.subplots(1, 2, figsize=(11, 4.4))
+    what = {"classifier/loss": "classifier: weighted train loss + decay term (noisy labels)",
+            "decay/loss": "decay: CE on clean validation set A",
+            "weights/loss": "weights: CE on clean validation set B"}
+    for i, (tag, label) in enumerate(what.items()):
+        if trace["history"].get(tag):
+            steps, values = zip(*trace["history"][tag])
+            curves.plot(steps, values, "o-", ms=3, color=f"C{i}", label=label)
+    curves.set_xlabel("global step")
+    curves.set_ylabel("loss of the level's own batch, as logged")
+    curves.set_title(f"loss per level, {version} (seed {seed})", fontsize=9)
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=7)
+    if "weights" in trace:
+        w, clean = trace["weights"], trace["clean"]
+        bins = torch.linspace(float(w.min()), float(w.max()) + 1e-6, 41).tolist()
+        hist.hist(w[clean].numpy(), bins=bins, alpha=0.6, color="C2",
+                  label=f"clean labels ({int(clean.sum())}), mean {float(w[clean].mean()):.3f}")
+        hist.hist(w[~clean].numpy(), bins=bins, alpha=0.6, color="C3",
+                  label=f"corrupted labels ({int((~clean).sum())}), "
+                        f"mean {float(w[~clean].mean()):.3f}")
+        hist.legend(fontsize=7)
+    else:
+        hist.text(0.5, 0.5, f"{version} learns no weights", ha="center", transform=hist.transAxes)
+    hist.set_xlabel("learned weight w(ℓ_i) of a train example at the end")
+    hist.set_ylabel("train examples")
+    hist.set_title(f"weights on the {a.noise:.0%}-noisy train set", fontsize=9)
+    hist.grid(alpha=0.3)
+    fig.suptitle(f"Three-level optimization on noisy MNIST labels, {a.steps} steps\n"
+                 f"{header.lstrip('# ')}", fontsize=10)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def main() -> None:
@@ -144,25 +196,42 @@ def main() -> None:
     ap.add_argument("--logdir", default="runs/three_level", help="TensorBoard; '' for none")
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="where the params and the data live")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: min(2, available))")
+    ap.add_argument("--plot", default=None, metavar="PATH",
+                    help="draw the loss per level and the weights of clean / noisy data to PATH\n"
+                         "(.png, .pdf, ...; needs matplotlib)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 4
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    results, t0 = {v: [] for v in a.versions}, time.time()
+    device, header = machine(ap, a)
+    print(header, flush=True)
+    # the plot shows the topmost version run (the three-level one where it is among them)
+    shown = max(a.versions, key=lambda v: (VERSIONS[v][1], VERSIONS[v][2], VERSIONS[v][0]))
+    results, t0, trace = {v: [] for v in a.versions}, time.time(), None
     for seed in a.seeds:
-        data = noisy_splits(seed, a.n_train, a.n_val, a.noise)
+        data = noisy_splits(seed, a.n_train, a.n_val, a.noise, device)
         for v in a.versions:
             t = time.time()
-            out = run(seed, v, a, data)
+            out, run_trace = run(seed, v, a, data)
             out["seconds"] = time.time() - t
             results[v].append(out)
+            if v == shown and seed == a.seeds[0]:
+                trace = run_trace
             print(f"seed {seed} {v:28s} test acc {100 * out['test_acc']:.2f}%  decay "
                   f"{out['decay']:.2e}  ({out['seconds']:.0f} s)", flush=True)
     elapsed = time.time() - t0
+    print(f"\n{header}", end="")
     print_table(results, a, elapsed)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "seconds": elapsed, "results": results}, f, indent=1)
+            json.dump({"args": vars(a), "machine": header, "seconds": elapsed,
+                       "results": results}, f, indent=1)
+    if a.plot:
+        plot(a.plot, shown, a.seeds[0], trace, a, header)
+        print(f"plot: {a.plot}")
 
 
 def print_table(results: dict, a: argparse.Namespace, elapsed: float) -> None:
@@ -183,6 +252,32 @@ def print_table(results: dict, a: argparse.Namespace, elapsed: float) -> None:
              if "weight_clean" in rs[0] else "-")
         print(f"| {v} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gains} | "
               f"{mean(rs, 'decay'):.1e} | {w} | {mean(rs, 'seconds'):.1f} |")
+
+
+def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
+    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
+    count; returns the device and the header line that states the setting."""
+    script = os.path.basename(__file__)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        ap.error(f"{script}(--device): CUDA is not available to this torch "
+                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
+                 f"CUDA build of torch.")
+    if a.threads is not None and a.threads < 1:
+        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
+                 f"Pass e.g. --threads 2, or leave it out for the default.")
+    if a.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
+                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
+        matplotlib.use("Agg")
+    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
+    device = torch.device(a.device)
+    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
+    n = torch.get_num_threads()
+    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Smoke test of examples/architecture_search.py (DARTS): every row is there, the derived cells
-are well formed, and the searches moved α."""
+are well formed, the searches moved α, and the header line and the --plot figure are there."""
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = {"first-order", "second-order", "sama", "random"}
@@ -11,12 +13,17 @@ EDGES, CANDIDATES = 6, ("skip", "max_pool_3x3", "conv_3x3", "conv_5x5")  # zero 
 
 
 def test_architecture_search_quick(tmp_path):
-    out = tmp_path / "result.json"
+    out, png = tmp_path / "result.json", tmp_path / "cells.png"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "architecture_search.py"),
-                           "--quick", "--json", str(out)], capture_output=True, text=True,
-                          timeout=300)
+                           "--quick", "--json", str(out), "--plot", str(png)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    table = json.loads(out.read_text())["results"]
+    res = json.loads(out.read_text())
+    header = proc.stdout.splitlines()[0]
+    assert header.startswith("# device cpu, ") and header.endswith(f", torch {torch.__version__}")
+    assert res["machine"] == header and proc.stdout.count(header + "\n") == 2  # and at the table
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+    table = res["results"]
     assert set(table) == METHODS
     for method, rows in table.items():
         assert len(rows) == 1, method  # --quick: one seed

@@ -1,5 +1,8 @@
-"""Smoke tests: each example runs end to end in --quick mode and writes its JSON table."""
+"""Smoke tests: each example runs end to end in --quick mode and writes its JSON table, starts
+with its header line (device, threads, torch), draws its --plot, and refuses --device cuda where
+there is no GPU."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +15,43 @@ from _idx import write_idx
 from betty_func.data import long_tailed_counts
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ("architecture_search.py", "betty_quickstart.py", "data_reweighting.py",
+            "hpo_logreg.py", "hpo_weight_decay.py", "maml.py", "three_level.py")
+HEADER = re.compile(rf"# device cpu, (\d+) threads?, torch {re.escape(torch.__version__)}")
 
 
-def run_quick(script: str, tmp_path: Path, *extra: str) -> tuple[dict, str]:
-    """Run ``examples/<script> --quick --json ...``; return its results table and stdout."""
-    out = tmp_path / "result.json"
+def check_header(stdout: str, threads: int | None = None) -> str:
+    """The run's first line states the machine setting, and comes again above the table."""
+    header = stdout.splitlines()[0]
+    match = HEADER.fullmatch(header)
+    assert match, header
+    assert threads is None or int(match.group(1)) == threads, header
+    assert stdout.count(header + "\n") == 2, stdout[-2000:]
+    return header
+
+
+def check_plot(png: Path) -> None:
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, png
+
+
+def run_quick(script: str, tmp_path: Path, *extra: str, plot: bool = False) -> tuple[dict, str]:
+    """Run ``examples/<script> --quick --json ...`` (and ``--plot``); check its header line and
+    its figure; return its results table and stdout."""
+    out, png = tmp_path / "result.json", tmp_path / "plots" / "x.png"
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / script), "--quick",
-                           "--json", str(out), *extra], capture_output=True, text=True, timeout=300)
+                           "--json", str(out), *extra, *(("--plot", str(png)) if plot else ())],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(out.read_text())["results"], proc.stdout
+    res = json.loads(out.read_text())
+    assert res["machine"] == check_header(proc.stdout)
+    if plot:
+        check_plot(png)
+    return res["results"], proc.stdout
 
 
 def test_hpo_logreg_quick(tmp_path):
-    table, stdout = run_quick("hpo_logreg.py", tmp_path)
+    table, stdout = run_quick("hpo_logreg.py", tmp_path, "--threads", "1", plot=True)
+    check_header(stdout, threads=1)
     assert set(table) == {"grid-searched single decay", "learned single decay",
                           "learned per-pixel decay"}
     for rows in table.values():
@@ -33,10 +60,22 @@ def test_hpo_logreg_quick(tmp_path):
 
 
 def test_data_reweighting_quick(tmp_path):
-    table, _ = run_quick("data_reweighting.py", tmp_path, "--logdir", str(tmp_path / "tb"))
+    table, stdout = run_quick("data_reweighting.py", tmp_path, "--logdir", str(tmp_path / "tb"),
+                              plot=True)
     assert set(table) == {"baseline", "class-balanced", "darts", "cg", "neumann", "darts-size"}
     assert all(0.0 < r["test_acc"] <= 1.0 for rows in table.values() for r in rows)
     assert any((tmp_path / "tb").iterdir())  # TensorBoard logs were written
+    # the README's paired-gain column: per seed, the row's accuracy minus the baseline's
+    assert ("| method | test acc (%) | paired gain over baseline, seeds 0 (points) | s / run |"
+            in stdout)
+    assert re.search(r"^\| baseline \| [\d.]+ ± [\d.]+ \| – \|", stdout, re.M)
+    for m in set(table) - {"baseline"}:
+        gain = 100 * (table[m][0]["test_acc"] - table["baseline"][0]["test_acc"])
+        assert f"| {m} | " in stdout and f"| {gain:+.2f} (mean {gain:+.2f} ± 0.00) |" in stdout
+    for m in ("darts", "cg", "neumann", "darts-size"):  # the plot's learned weight per class
+        row = table[m][0]
+        assert len(row["class_weight"]) == 10 and all(0 < w < 1 for w in row["class_weight"])
+        assert sorted(row["class_counts"]) == sorted(table["darts"][0]["class_counts"])
 
 
 def test_data_reweighting_reads_full_mnist_from_disk(tmp_path):
@@ -74,7 +113,7 @@ def test_data_reweighting_under_torchrun_on_two_processes(tmp_path):
 
 
 def test_hpo_weight_decay_quick(tmp_path):
-    table, _ = run_quick("hpo_weight_decay.py", tmp_path, "--logdir", "")
+    table, _ = run_quick("hpo_weight_decay.py", tmp_path, "--logdir", "", plot=True)
     rows = table["learned per-parameter decay (cg)"]
     assert rows[0]["decay_min"] >= 0.0  # projected onto decay >= 0
     assert rows[0]["decay_max"] - rows[0]["decay_min"] > 1e-4  # and they moved from 5e-4
@@ -94,13 +133,16 @@ def test_hpo_weight_decay_vmapped_seeds_equal_sequential_runs(tmp_path):
 
 
 def test_maml_quick(tmp_path):
-    rows, _ = run_quick("maml.py", tmp_path, "--logdir", "")
+    rows, _ = run_quick("maml.py", tmp_path, "--logdir", "", plot=True)
     assert {r["method"] for r in rows} == {"maml", "fomaml", "imaml"}
     assert all(0.0 < r["acc"] <= 1.0 and r["ci95"] > 0 for r in rows)
+    for r in rows:  # the plotted curve: accuracy after 0..K inner steps, K = 5
+        assert len(r["acc_by_step"]) == 6 and r["acc_by_step"][-1] == r["acc"]
+        assert r["acc_by_step_at_init"][-1] == r["acc_at_init"]
 
 
 def test_three_level_quick(tmp_path):
-    table, stdout = run_quick("three_level.py", tmp_path, "--logdir", "")
+    table, stdout = run_quick("three_level.py", tmp_path, "--logdir", "", plot=True)
     assert set(table) == {"classifier", "decay>classifier", "weights>classifier",
                           "(weights, decay)>classifier", "weights>decay>classifier"}
     assert table["classifier"][0]["decay"] == pytest.approx(5e-4)
@@ -108,6 +150,32 @@ def test_three_level_quick(tmp_path):
     assert top["decay"] != pytest.approx(5e-4, rel=1e-3)  # the middle level moved
     assert 0.0 < top["weight_clean"] < 1.0 and 0.0 < top["weight_noisy"] < 1.0
     assert "| weights>decay>classifier |" in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="--device cuda is refused only without CUDA")
+@pytest.mark.parametrize("script", EXAMPLES)
+def test_examples_refuse_cuda_without_a_gpu_and_plot_without_matplotlib(script, tmp_path,
+                                                                        monkeypatch, capsys):
+    """Up front, before any work: argparse's exit code 2 and the project's message layout
+    (each example's main() in this process: a subprocess would spend seconds importing torch)."""
+    main = _example(script.removesuffix(".py")).main
+    for argv, message in (
+            (["--device", "cuda"], f"{script}(--device): CUDA is not available to this torch "
+             f"(torch.cuda.is_available() is False). Got --device cuda, torch "
+             f"{torch.__version__}. Pass --device cpu"),
+            (["--plot", str(tmp_path / "x.png")], f"{script}(--plot): the plot needs matplotlib, "
+             "which is not installed. Got --plot"),
+            (["--threads", "0"], f"{script}(--threads): the thread count must be at least 1. "
+             "Got 0.")):
+        monkeypatch.setattr(sys, "argv", [script, *argv])
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+            with pytest.raises(SystemExit) as exit_:
+                main()
+        out, err = capsys.readouterr()
+        assert exit_.value.code == 2 and out == "", (argv, out, err)  # before the header
+        assert message in " ".join(err.split()), (argv, err)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_bundled_data_and_missing_path(tmp_path):
@@ -184,8 +252,8 @@ def test_data_reweighting_standardize_feeds_the_tutorials_transform(tmp_path):
 def test_betty_quickstart_equals_data_reweighting(tmp_path):
     """The quick start written for Betty, run on the front end, is the same computation as
     data_reweighting.py's darts row with the plain mean: the same accuracy, to the digit."""
-    acc = {}
-    for script, extra in (("betty_quickstart.py", ()),
+    acc, png = {}, tmp_path / "quickstart.png"
+    for script, extra in (("betty_quickstart.py", ("--plot", str(png))),
                           ("data_reweighting.py", ("--logdir", "", "--methods", "darts",
                                                    "--no-normalize"))):
         out = tmp_path / f"{script}.json"
@@ -193,5 +261,7 @@ def test_betty_quickstart_equals_data_reweighting(tmp_path):
                                "--steps", "30", "--json", str(out), *extra],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        check_header(proc.stdout)
         acc[script] = json.loads(out.read_text())["results"]["darts"][0]["test_acc"]
     assert acc["betty_quickstart.py"] == acc["data_reweighting.py"] > 0.2  # trained (chance 0.1)
+    check_plot(png)

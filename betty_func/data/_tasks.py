@@ -59,7 +59,9 @@ class TaskSampler:
             qx.append(pick[self.shots:])
             sy += [label] * self.shots
             qy += [label] * self.queries
-        return (self.X[torch.cat(sx)], torch.tensor(sy), self.X[torch.cat(qx)], torch.tensor(qy))
+        dev = self.X.device  # labels where the inputs are (a CUDA X gives CUDA tasks)
+        return (self.X[torch.cat(sx)], torch.tensor(sy, device=dev), self.X[torch.cat(qx)],
+                torch.tensor(qy, device=dev))
 
     def sample(self, n_tasks: int, generator: Optional[torch.Generator] = None) -> Tasks:
         gen = generator if generator is not None else torch.Generator().manual_seed(
