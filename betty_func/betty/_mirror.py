@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from .._errors import fail
+from ._fields import EngineFields
 from ._tensors import buffers
 
 
-class Mirror:
+class Mirror(EngineFields):
     """Module <-> state and torch optimizer <-> functional optimizer, for the Engine."""
 
     def _alias(self, names: Any) -> None:

@@ -56,7 +56,8 @@ def loss_for(engine: Any, name: str, reads: tuple, has_state: bool) -> Callable:
     kws = [inspect.Parameter(r, inspect.Parameter.KEYWORD_ONLY) for r in reads]
     if has_state:
         kws.append(inspect.Parameter("state", inspect.Parameter.KEYWORD_ONLY))
-    loss.__signature__ = inspect.Signature(params + kws)
+    # read by inspect.signature (mlo checks a loss's keywords); typeshed's functions lack it
+    loss.__signature__ = inspect.Signature(params + kws)  # type: ignore[attr-defined]
     loss.__name__ = loss.__qualname__ = f"{name}_training_step"
     return loss
 

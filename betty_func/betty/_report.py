@@ -8,7 +8,8 @@ from typing import Any, Optional
 import torch
 
 from .._errors import fail
-from ..logging import TensorBoard, WandB
+from ..logging import Logger, TensorBoard, WandB
+from ._fields import EngineFields
 
 API = "betty.Engine(...)"
 
@@ -19,7 +20,8 @@ class Reporter:
     ``logger_type``, through the loggers of :mod:`betty_func.logging`."""
 
     def __init__(self, logger_type: str, logdir: Optional[str] = None):
-        self.kind, self.loggers = logger_type, []
+        self.kind = logger_type
+        self.loggers: list[Logger] = []
         if logger_type == "tensorboard":
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.loggers.append(TensorBoard(logdir or f"betty_tensorboard/{stamp}"))
@@ -55,7 +57,7 @@ def tags(name: str, scalars: dict) -> dict:
     return {f"{name}/{k}": v for k, v in scalars.items()}
 
 
-class Reports:
+class Reports(EngineFields):
     """The engine's validation and its per-problem log lines."""
 
     def _validate(self, best: Any, bad: int) -> tuple:

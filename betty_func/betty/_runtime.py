@@ -3,7 +3,7 @@ step, one ``mlo.step``, counts, logs, Betty's roll-back. Each problem's loss is 
 (``mlo``'s preflight) at its first real batch, so that no batch is drawn twice."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -25,7 +25,7 @@ class Runtime(Mirror):
 
     def _init_runtime(self) -> None:
         self._round: set = set()       # leaves stepped in the current global step
-        self._round_at = None          # the global step of that round
+        self._round_at: Optional[int] = None  # the global step of that round
         self._counts = {n: 0 for n in self._problems}
         self._checked: set = set()     # problems whose loss was checked at a first batch
         self._pending: dict = {}       # an unrolled problem's batches until its window closes

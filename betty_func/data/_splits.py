@@ -9,10 +9,11 @@ from .._errors import check_positive, fail
 
 
 class Splits(NamedTuple):
-    train: tuple  # (X, y), long-tailed
-    meta: tuple   # (X, y), balanced
-    test: tuple   # (X, y), balanced, held out
-    counts: list  # train examples per class
+    """What :func:`long_tailed_splits` returns: three disjoint ``(X, y)`` sets and the counts."""
+    train: tuple  #: (X, y), long-tailed
+    meta: tuple   #: (X, y), balanced
+    test: tuple   #: (X, y), balanced, held out
+    counts: list  #: train examples per class
 
 
 def long_tailed_counts(n_max: int, imbalance: float, classes: int, seed: int) -> list:

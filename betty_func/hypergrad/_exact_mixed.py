@@ -1,7 +1,7 @@
 r"""The exact mixed second-derivative term of an implicit hypergradient."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol, cast
 
 from torch.func import vjp
 
@@ -12,7 +12,23 @@ GradFn = Callable[[PyTree, PyTree], PyTree]
 API = "hypergrad.exact_mixed()"
 
 
-def exact_mixed() -> Callable[..., PyTree]:
+class MixedTerm(Protocol):
+    r"""What ``implicit(mixed=...)`` takes: ``mixed(grad_theta, grad_lam, θ, λ, p)``
+    :math:`= (\partial_\lambda g)^\top p`, with its ``name`` (shown in the method's repr)."""
+
+    name: str
+
+    def __call__(self, grad_theta: Callable, grad_lam: Callable, theta: PyTree, lam: PyTree,
+                 p: PyTree) -> PyTree: ...
+
+
+class ExactMixed(MixedTerm, Protocol):
+    """:func:`exact_mixed`: also ``check(grad_theta, θ, λ)``, its coupling check alone."""
+
+    check: Callable[[GradFn, PyTree, PyTree], None]
+
+
+def exact_mixed() -> ExactMixed:
     r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)`` :math:`= (\partial_\lambda g)^\top p`
     with :math:`g(\theta, \lambda) = \nabla_\theta L` given as ``grad_theta``; for a loss this is
     :math:`\partial_\lambda \langle \nabla_\theta L(\theta, \lambda), p\rangle`.
@@ -35,7 +51,7 @@ def exact_mixed() -> Callable[..., PyTree]:
     """
     once = Once()
 
-    def coupled(grad_theta: GradFn, theta: PyTree) -> GradFn:
+    def coupled(grad_theta: GradFn, theta: PyTree) -> Callable[[PyTree], PyTree]:
         def g(lv: PyTree) -> PyTree:
             out = grad_theta(theta, lv)
             ensure_coupled(API, out, "inner_params", "outer_params", "the implicit part")
@@ -49,6 +65,7 @@ def exact_mixed() -> Callable[..., PyTree]:
     def check(grad_theta: GradFn, theta: PyTree, lam: PyTree) -> None:
         once.probe(getattr(grad_theta, "key", grad_theta), coupled(grad_theta, theta), lam, theta)
 
-    mixed.check = check
-    mixed.name = "hypergrad.exact_mixed()"
-    return mixed
+    out = cast(ExactMixed, mixed)  # the function itself, given its two attributes
+    out.check = check
+    out.name = "hypergrad.exact_mixed()"
+    return out

@@ -1,7 +1,7 @@
 r"""Finite-difference mixed term (DARTS' second-order approximation)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 import torch
 from torch.func import vmap
@@ -10,6 +10,7 @@ from .. import tree
 from .._autodiff import plain
 from .._errors import check_positive
 from ._checks import Once, ensure_coupled, rng_kept
+from ._exact_mixed import MixedTerm
 
 PyTree = Any
 
@@ -37,7 +38,7 @@ def _pair_grads(grad_lam: Callable, plus: PyTree, minus: PyTree, lam: PyTree,
 
 
 def finite_difference(eps: float = 0.01,
-                      batched: Optional[bool] = None) -> Callable[..., PyTree]:
+                      batched: Optional[bool] = None) -> MixedTerm:
     r"""Return ``mixed(grad_theta, grad_lam, θ, λ, p)``
     :math:`\approx (\nabla^2_{\lambda\theta} L)\,p` by a central difference of
     :math:`\nabla_\lambda L` (given as ``grad_lam``) along ``p``:
@@ -81,5 +82,6 @@ def finite_difference(eps: float = 0.01,
         return tree.scale(1 / (2 * step), tree.sub(g_plus, g_minus))
 
     knobs = f"eps={eps}" + ("" if batched is None else f", batched={batched}")
-    mixed.name = f"hypergrad.finite_difference({knobs})"
-    return mixed
+    out = cast(MixedTerm, mixed)  # the function itself, given its name
+    out.name = f"hypergrad.finite_difference({knobs})"
+    return out

@@ -11,7 +11,7 @@ README) and on par or better in memory for the few products an implicit solve ne
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Protocol, cast
 
 from torch.func import jvp, vjp
 
@@ -20,7 +20,16 @@ GradFn = Callable[[PyTree], PyTree]
 MatVec = Callable[[PyTree], PyTree]
 
 
-def reverse_over_reverse(grad_fn: GradFn, x: PyTree) -> MatVec:
+class LinearizedMatVec(Protocol):
+    r"""``v -> H v`` that also gives ``gradient()``: :math:`\nabla f(x)` once linearized (else
+    None)."""
+
+    gradient: Callable[[], Optional[PyTree]]
+
+    def __call__(self, v: PyTree) -> PyTree: ...
+
+
+def reverse_over_reverse(grad_fn: GradFn, x: PyTree) -> LinearizedMatVec:
     """``v -> H v`` with ``H`` the Jacobian of ``grad_fn`` at ``x``, via one cached ``vjp``.
 
     The linearization happens on the first product only, so a solver that never multiplies
@@ -38,11 +47,12 @@ def reverse_over_reverse(grad_fn: GradFn, x: PyTree) -> MatVec:
 
     def matvec(v: PyTree) -> PyTree:
         if "vjp" not in cache:
-            cache["grad"], cache["vjp"] = vjp(grad_fn, x)
+            cache["grad"], cache["vjp"] = vjp(grad_fn, x)[:2]  # (value, pullback)
         return cache["vjp"](v)[0]
 
-    matvec.gradient = lambda: cache.get("grad")  # ∇f(x), free once linearized (else None)
-    return matvec
+    out = cast(LinearizedMatVec, matvec)  # the function itself, given its gradient
+    out.gradient = lambda: cache.get("grad")  # ∇f(x), free once linearized (else None)
+    return out
 
 
 def forward_over_reverse(grad_fn: GradFn, x: PyTree) -> MatVec:

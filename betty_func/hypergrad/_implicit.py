@@ -36,8 +36,9 @@ class Implicit:
         self.solve, self.mixed, self.hvp = solve, mixed, hvp
         self.carries = warm_start  # mlo keeps p between steps (the carry protocol, _method.py)
         knobs = [f"solve={solve!r}"]  # every knob in the repr (ranks compare methods by it)
-        if getattr(mixed, "name", "hypergrad.exact_mixed()") != "hypergrad.exact_mixed()":
-            knobs.append(f"mixed={mixed.name}")
+        mixed_name = getattr(mixed, "name", "hypergrad.exact_mixed()")
+        if mixed_name != "hypergrad.exact_mixed()":
+            knobs.append(f"mixed={mixed_name}")
         if hvp is not reverse_over_reverse:
             knobs.append(f"hvp={getattr(hvp, '__name__', repr(hvp))}")
         if warm_start:
@@ -72,7 +73,7 @@ class Implicit:
     def response_jvp(self, inner: Any, theta: PyTree, lam: PyTree, dlam: PyTree) -> PyTree:
         r"""The first-order move of θ* when λ moves by ``dlam``:
         :math:`-(\partial_\theta g)^{-1}(\partial_\lambda g)\,d\lambda` (forward mode)."""
-        _, u = jvp(lambda lv: inner.grad(theta, lv), (lam,), (dlam,))
+        u = jvp(lambda lv: inner.grad(theta, lv), (lam,), (dlam,))[1]
         matvec = lambda w: jvp(lambda th: inner.grad(th, lam), (theta,), (w,))[1]  # noqa: E731
         return self.solve(matvec, tree.neg(u))
 

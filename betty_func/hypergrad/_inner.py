@@ -75,6 +75,10 @@ class LossInner:
     """The inner problem of :func:`hypergrad.grad`: ``inner_loss(θ, λ, *args)``;
     ``optimizer_state``: the inner optimizer's state at θ, for methods that read it (SAMA)."""
 
+    # ``x -> θ₀``: set (by first_order) where the inner params start from the outer ones, else
+    # absent (an annotation only: methods look it up with getattr(inner, "start", None))
+    start: Callable[[PyTree], PyTree]
+
     def __init__(self, api: str, inner_loss: Loss, args: tuple,
                  updates: Optional[Updates] = None, optimizer_state: Any = None):
         self.grad = LossGrad(api, inner_loss, 0, args)

@@ -14,10 +14,10 @@ Loss = Callable[..., torch.Tensor]
 
 class HypergradInfo(NamedTuple):
     """Diagnostics as tensors (no host sync). ``None`` where a method has no such quantity."""
-    residual_norm: Optional[torch.Tensor]    # implicit: ||H p - v|| of the linear solve
-    iterations: Optional[torch.Tensor]       # implicit: solver iterations; unrolled: steps
-    inner_grad_norm: Optional[torch.Tensor]  # ||∇θ L|| where the method linearizes (stationarity)
-    solution: Optional[PyTree]               # the next call's `init` (p ≈ H⁻¹ ∇θF; a carry)
+    residual_norm: Optional[torch.Tensor]    #: ||H p - v|| of an implicit method's solve
+    iterations: Optional[torch.Tensor]       #: solver iterations (implicit), steps (unrolled)
+    inner_grad_norm: Optional[torch.Tensor]  #: ||∇θ L|| where the method linearizes (stationarity)
+    solution: Optional[PyTree]               #: the next call's `init` (p ≈ H⁻¹ ∇θF; a carry)
 
 
 class Method(Protocol):

@@ -19,7 +19,8 @@ class PenaltyState(NamedTuple):
     """What :func:`penalty` carries between calls: its two sequences and the call count."""
     y: PyTree             # the penalized sequence (argmin of v.y / nu + L)
     z: PyTree             # the inner loss's own sequence (argmin of L)
-    count: torch.Tensor   # calls so far (int64): the multiplier schedule's argument
+    # calls so far (int64): the multiplier schedule's argument (a field shadowing tuple.count)
+    count: torch.Tensor  # type: ignore[assignment]
 
 
 class Penalty:

@@ -68,7 +68,7 @@ class Sama:
     def response_jvp(self, inner: Any, theta: PyTree, lam: PyTree, dlam: PyTree) -> PyTree:
         r"""The one-step move of θ when λ moves by ``dlam``: :math:`(\partial_g u)(\partial_\lambda
         g)\,d\lambda` (forward mode)."""
-        _, dg = jvp(lambda lv: inner.grad(theta, lv), (lam,), (dlam,))
+        dg = jvp(lambda lv: inner.grad(theta, lv), (lam,), (dlam,))[1]
         update = self._update(inner, theta)
         return jvp(update, (inner.grad(theta, lam),), (dg,))[1]
 

@@ -17,8 +17,8 @@ Run = Callable[[MatVec, PyTree, Optional[PyTree]], tuple]
 
 class SolveInfo(NamedTuple):
     """Diagnostics as tensors (reading them is the caller's choice; no host sync here)."""
-    residual_norm: torch.Tensor  # ||A x - b||_2
-    iterations: torch.Tensor     # int64, matrix-vector products spent on iterations
+    residual_norm: torch.Tensor  #: ||A x - b||_2
+    iterations: torch.Tensor     #: int64, matrix-vector products spent on iterations
 
 
 class LinearSolver:

@@ -25,7 +25,7 @@ def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
     ``batched``: every tensor of the state and the batches has a leading axis of independent
     programs, and the step is ``torch.vmap``-ed over it (inside the compiled graph).
     ``skip_nonfinite``: an update with a NaN or inf is dropped (see ``_step.step``)."""
-    kw = {"replicate": replicate, "skip_nonfinite": skip_nonfinite}
+    kw: dict[str, Any] = {"replicate": replicate, "skip_nonfinite": skip_nonfinite}
     if not compile:
         if not batched:
             return functools.partial(pure_step, g, **kw)

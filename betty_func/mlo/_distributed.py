@@ -32,9 +32,11 @@ class Distributed:
     before ``init_process_group`` (a warning says so otherwise): ``torch._dynamo``, which it
     loads, pins a group that already exists, whose threads can then abort the process at exit.
 
-    Example (as ``torchrun --nproc_per_node=2 train.py`` after ``init_process_group()``, each
-    rank fits on 2 of the 4 rows; run alone, one process fits on all 4; asking for
-    ``Distributed(...)`` with no group up is an error, not a silent single-process run):
+    Run as ``torchrun --nproc_per_node=2 train.py`` after ``init_process_group()``, each rank
+    in the example below fits on 2 of the 4 rows; run alone, one process fits on all 4 (asking
+    for ``Distributed(...)`` with no group up is an error, not a silent single-process run).
+
+    Example:
         >>> import torch
         >>> from betty_func import mlo, optim
         >>> p = mlo.Problem("fit", lambda w, b: ((b @ w - 1.0) ** 2).mean(), torch.zeros(3),

@@ -12,13 +12,15 @@ API = "solve(problems, graph)"
 
 @dataclass(frozen=True, eq=False)
 class Graph:
-    problems: dict            # name -> Problem
-    lowers: dict              # name -> tuple of direct lower names
-    uppers: dict              # name -> tuple of direct upper names
-    ancestors: dict           # name -> frozenset
-    descendants: dict         # name -> frozenset
-    order: tuple              # bottom-up: every problem after all its lowers
-    period: dict              # name -> global steps between two updates (a window for unrolled)
+    """A checked program, as :func:`build` returns it: its problems and their relations, the
+    bottom-up order and each problem's update period."""
+    problems: dict            #: name -> Problem
+    lowers: dict              #: name -> tuple of direct lower names
+    uppers: dict              #: name -> tuple of direct upper names
+    ancestors: dict           #: name -> frozenset
+    descendants: dict         #: name -> frozenset
+    order: tuple              #: every problem after all its lowers (bottom-up)
+    period: dict              #: name -> global steps between two updates (a window for unrolled)
     compiled: dict = field(default_factory=dict, repr=False)  # compiled steps, by options
 
     def ancestors_in_order(self, name: str) -> tuple:
@@ -62,7 +64,8 @@ def _closure(start: str, nxt: dict) -> frozenset:
 
 def _topological(names: list, lowers: dict) -> tuple:
     """Bottom-up order; raise on a cycle, naming it."""
-    state, out = {}, []
+    state: dict[str, str] = {}
+    out: list[str] = []
 
     def visit(n: str, path: list) -> None:
         if state.get(n) == "done":
@@ -93,7 +96,7 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
         fail(API, f"problem names must be unique; repeated: {dupes}", None, "Rename one of them.")
     if not isinstance(graph, Mapping):
         fail(API, "`graph` must be a mapping {upper: [lowers]}", type(graph).__name__)
-    lowers = {n: [] for n in names}
+    lowers: dict[str, list[str]] = {n: [] for n in names}
     for up, lows in graph.items():
         u = _name(up, names, "edge source")
         if not isinstance(lows, (str, Problem, list, tuple)):
@@ -127,7 +130,7 @@ def build(problems: Sequence[Problem], graph: Mapping) -> Graph:
             fail(API, f"problem '{p.name}': `accumulate` must be 1 with an unrolled method",
                  p.accumulate,
                  "Each unrolled update takes one batch; raise the batch size instead.")
-    period = {}
+    period: dict[str, int] = {}
     for n in order:
         period[n] = max([period[low] * by_name[low].unroll_steps for low in lowers[n]], default=1)
     return Graph(by_name, {n: tuple(v) for n, v in lowers.items()}, uppers, anc, desc, order,

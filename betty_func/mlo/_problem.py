@@ -25,7 +25,7 @@ class Problem:
       their lowers' current best-response params; lowers see their uppers' params) and returns a
       scalar or ``(scalar, metrics_dict)``.
     * ``params``: a pytree of float tensors. Leaves that require grad (a module's
-      ``nn.Parameter``s, ``dict(model.named_parameters())``) are fine: ``mlo.init`` detaches
+      ``nn.Parameter`` objects, ``dict(model.named_parameters())``) are fine: ``mlo.init`` detaches
       them (derivatives come from ``torch.func``; an autograd tape on them would keep every
       step's graph alive), and the module itself is never written.
     * ``data``: an iterable (restarted at each epoch, e.g. a ``DataLoader``), a callable

@@ -89,7 +89,8 @@ def check_solvers(g: Graph, name: str, loss: Callable, params: dict,
     if not solvers:
         return
     theta = params[name]
-    hvp = lambda v: jvp(grad(lambda th: loss({name: th})), (theta,), (v,))[1]  # noqa: E731
+    grad_fn = grad(lambda th: loss({name: th}))
+    hvp = lambda v: jvp(grad_fn, (theta,), (v,))[1]  # noqa: E731
     gen = torch.Generator().manual_seed(0)  # a fixed start: the user's stream is not touched
     v = tree.map(lambda x: torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device), theta)
     lam = 0.0

@@ -107,7 +107,7 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     start = t = state.step
     leader = rt is None or rt.leader
     if val is not None:  # once before any update: what it returns must serve its uses
-        first = mon.metrics_of(val.fn, state.params) if leader else None
+        first = mon.metrics_of(val.fn, state.params) if leader else {}  # rank 0's is shared
         mon.judged_by(first if rt is None else rt.share(first), val.early_stopping, val.roll_back)
     loggers = mon.loggers_of(log) if leader else []
     try:
@@ -143,7 +143,7 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
                 mon.record(history, loggers, t, mon.scalars(logs if rt is None else
                                                             rt.mean(logs)))
             if validate_now:
-                metrics = mon.metrics_of(val.fn, params) if leader else None
+                metrics = mon.metrics_of(val.fn, params) if leader else {}
                 metrics = metrics if rt is None else rt.share(metrics)
                 stopping = mon.validated(metrics, params, t, history, loggers, stop,
                                          val.early_stopping, val.roll_back)
@@ -184,7 +184,7 @@ def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callabl
     and optimizer shards) or the problems' own (rank 0's under data parallel), checked by the
     preflight."""
     saved = ckpt.restore(resume_from, rt) if resume_from else None
-    if saved is not None:
+    if saved is not None and resume_from is not None:
         shared, local = saved
         problems = g.problems.values()  # the optimizer states' shapes only: inits on meta
         ckpt.check_matches(shared, {p.name: p.params for p in problems},

@@ -42,11 +42,14 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
     """
     ctx = Ctx(graph, dict(last_batch), dict(states), {}, replicate, dict(opt_states),
               dict(carries))
-    want, logs = logs, {}
+    want = logs
+    out_logs: dict[str, dict] = {}  # by problem name
     params, opt_states = dict(params), dict(opt_states)
     for name in names:
         p = graph.problems[name]
-        value, metrics, grads, scale, residuals = None, {}, None, None, {}
+        value, grads, scale = None, None, None
+        metrics: dict = {}
+        residuals: dict = {}
         carried = ctx.carries  # before this update (kept when it is skipped)
         if p.unrolled:
             theta, state, ctx = _window(ctx, name, params, opt_states[name], batches[name], names)
@@ -73,23 +76,26 @@ def step(graph: Graph, names: tuple, starts: tuple, params: dict, opt_states: di
             theta = tree.where(ok, theta, params[name])
             state = tree.where(ok, state, opt_states[name])
             ctx = replace(ctx, carries=tree.where(ok, ctx.carries, carried))
-        logs[name] = {"nonfinite": code}
+        out_logs[name] = {"nonfinite": code}
         if want:
-            logs[name].update(_log(value, metrics, grads, residuals))
+            out_logs[name].update(_log(value, metrics, grads, residuals))
             if scale is not None:  # the norm of the true (unscaled) gradient
-                logs[name]["grad_norm"] = logs[name]["grad_norm"] / scale
+                out_logs[name]["grad_norm"] = out_logs[name]["grad_norm"] / scale
             rate = optim.learning_rate(opt_states[name])  # the rate this update used
             if rate is not None:
-                logs[name]["lr"] = rate
+                out_logs[name]["lr"] = rate
         params[name], opt_states[name] = theta, state
         ctx = replace(ctx, opt_states={**ctx.opt_states, name: state})
     last = {**ctx.batch, **{n: bl[-1] for n, bl in batches.items()}}
-    return params, opt_states, ctx.state, last, ctx.carries, logs
+    return params, opt_states, ctx.state, last, ctx.carries, out_logs
 
 
 def _accumulated(ctx: Ctx, name: str, params: dict, batches: list,
                  scale: Any = None) -> tuple[PyTree, torch.Tensor, dict, dict, Ctx]:
-    total, value, metrics, residuals = None, 0.0, {}, {}
+    total = None
+    value: Any = 0.0  # a tensor from the first batch on
+    metrics: dict = {}
+    residuals: dict = {}
     for b in batches:
         ctx = ctx.with_batch(name, b)
         g, v, metrics, new_state, residuals, carries = total_grad(ctx, name, params,

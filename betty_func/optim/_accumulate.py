@@ -13,9 +13,10 @@ PyTree = Any
 
 
 class AccumulateState(NamedTuple):
-    inner: PyTree        # the wrapped optimizer's state (unchanged between its updates)
-    total: PyTree        # the sum of the gradients since its last update, like params
-    seen: torch.Tensor   # 0-d int64: how many gradients ``total`` holds (0 to every - 1)
+    """The state of :func:`accumulate`: the wrapped optimizer's state and the running sum."""
+    inner: PyTree        #: the wrapped optimizer's state (unchanged between its updates)
+    total: PyTree        #: the sum of the gradients since its last update, like params
+    seen: torch.Tensor   #: how many gradients ``total`` holds, 0-d int64 (0 to every - 1)
 
 
 def accumulate(opt: Optimizer, every: int) -> Optimizer:

@@ -12,11 +12,13 @@ from ._base import (LearningRate, Optimizer, Schedule, check_lr, check_unit, cou
 
 
 class AdamState(NamedTuple):
-    count: torch.Tensor
-    lr: torch.Tensor  # (1,) float64: the rate of the next update (``optim.tree_set`` changes it)
-    mu: Any
-    nu: Any
-    nu_max: Any  # running max of nu (AMSGrad), or None
+    """The state of :func:`adam` and :func:`adamw`: the step count, the rate of the next update,
+    the first and second moment estimates (pytrees like the params) and AMSGrad's running max."""
+    count: torch.Tensor  # type: ignore[assignment]  # a field shadowing tuple.count
+    lr: torch.Tensor  #: the rate of the next update, (1,) float64 (``optim.tree_set`` changes it)
+    mu: Any  #: first moment estimate, like params
+    nu: Any  #: second moment estimate, like params
+    nu_max: Any  #: running max of nu (AMSGrad), or None
 
 
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:

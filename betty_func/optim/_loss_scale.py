@@ -13,9 +13,10 @@ PyTree = Any
 
 
 class LossScaleState(NamedTuple):
-    loss_scale: torch.Tensor  # the factor the loss is multiplied by before differentiation
-    good: torch.Tensor        # finite steps since the scale last changed
-    skipped: torch.Tensor     # steps skipped for non-finite gradients, in total
+    """The scaler's part of :func:`loss_scaled`'s state ``(inner_state, LossScaleState)``."""
+    loss_scale: torch.Tensor  #: the factor the loss is multiplied by before differentiation
+    good: torch.Tensor        #: finite steps since the scale last changed
+    skipped: torch.Tensor     #: steps skipped for non-finite gradients, in total
 
 
 def loss_scaled(opt: Optimizer, init_scale: float = 2.0 ** 16, growth_interval: int = 2000,

@@ -15,9 +15,13 @@ API = "optim.partition(transforms, labels)"
 
 
 class PartitionState(NamedTuple):
-    states: tuple  # one state per transform, in order (each over its own leaves, a flat list)
-    # lookups of one value (tree_get, learning_rate) read the first group that has the field
-    _lookup_first_group = True
+    """The state of :func:`partition`: one state per transform."""
+    states: tuple  #: one state per transform, in order (each over its own leaves, a flat list)
+
+
+# lookups of one value (tree_get, learning_rate) read the first group that has the field: a
+# class attribute, not a field, so set outside the body (mypy reads a NamedTuple's body as fields)
+setattr(PartitionState, "_lookup_first_group", True)
 
 
 def _check_label(api: str, where: str, label: Any, n: int) -> None:

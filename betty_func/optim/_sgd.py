@@ -12,9 +12,11 @@ from ._base import (LearningRate, Optimizer, Schedule, check_lr, check_unit, cou
 
 
 class SgdState(NamedTuple):
-    count: torch.Tensor
-    lr: torch.Tensor  # (1,) float64: the rate of the next update (``optim.tree_set`` changes it)
-    momentum: Any  # pytree like params, or None when momentum == 0
+    """The state of :func:`sgd`: the step count, the rate of the next update and the momentum
+    buffer."""
+    count: torch.Tensor  # type: ignore[assignment]  # a field shadowing tuple.count
+    lr: torch.Tensor  #: the rate of the next update, (1,) float64 (``optim.tree_set`` changes it)
+    momentum: Any  #: pytree like params, or None when momentum == 0
 
 
 def sgd(lr: LearningRate, momentum: float | Schedule = 0.0, dampening: float = 0.0,

@@ -15,7 +15,8 @@ API = "optim.sharded(opt, group)"
 
 
 class ShardedState(NamedTuple):
-    inner: PyTree  # ``opt``'s state over this rank's slice of the flattened params
+    """The state of :func:`sharded` (ZeRO-1) on one rank."""
+    inner: PyTree  #: ``opt``'s state over this rank's slice of the flattened params
 
 
 def _ravel(xs: PyTree) -> tuple[torch.Tensor, Any]:

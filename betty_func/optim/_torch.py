@@ -21,7 +21,9 @@ KINDS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
 
 def _negate() -> Optimizer:
     """``-g``: torch's ``maximize=True`` (ascent), in front of the optimizer."""
-    return Optimizer(lambda params: (), lambda grads, state, params=None: (tree.neg(grads), state))
+    def update(grads: PyTree, state: PyTree, params: PyTree = None) -> tuple[PyTree, PyTree]:
+        return tree.neg(grads), state
+    return Optimizer(lambda params: (), update)
 
 
 def _labels(optimizer: torch.optim.Optimizer, params: Mapping) -> tuple[dict, list]:

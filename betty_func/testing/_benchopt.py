@@ -171,8 +171,8 @@ def quadratic_benchopt(dim_inner: int = 100, dim_outer: int = 10, n_samples_inne
     for name, v in (("dim_inner", dim_inner), ("dim_outer", dim_outer),
                     ("n_samples_inner", n_samples_inner), ("n_samples_outer", n_samples_outer)):
         check_positive_int(API, name, v)
-    for name, v in (("mu_inner", mu_inner), ("L_inner", L_inner), ("L_cross", L_cross)):
-        check_positive(API, name, v)
+    for name, bound in (("mu_inner", mu_inner), ("L_inner", L_inner), ("L_cross", L_cross)):
+        check_positive(API, name, bound)
     if mu_inner > L_inner:
         fail(API, "`mu_inner` must be <= `L_inner` (the inner Hessian's spectrum is "
              "[mu_inner, L_inner])", (mu_inner, L_inner), "Pass e.g. mu_inner=0.1, L_inner=1.0.")

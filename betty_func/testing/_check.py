@@ -13,10 +13,11 @@ PyTree = Any
 
 
 class HypergradCheck(NamedTuple):
-    ok: bool
-    max_rel_error: float
-    analytic: torch.Tensor  # <g, u> per direction
-    numeric: torch.Tensor   # central difference of λ -> F(θ*(λ), λ) per direction
+    """What :func:`check_hypergrad` returns (with ``raise_exception=False`` on a failure)."""
+    ok: bool  #: every direction within the tolerance
+    max_rel_error: float  #: the largest relative error over the directions
+    analytic: torch.Tensor  #: <g, u> per direction
+    numeric: torch.Tensor   #: central difference of λ -> F(θ*(λ), λ) per direction
 
 
 def _directions(lam: PyTree, max_coords: int, n_random: int, seed: int) -> list[PyTree]:

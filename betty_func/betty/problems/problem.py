@@ -3,7 +3,7 @@ as a pure loss over the problem's parameters (``torch.func.functional_call``), n
 into the module on a differentiated path."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from torch import nn
 
@@ -67,7 +67,10 @@ class Problem:
             fail(api, "`module` must be a torch.nn.Module", type(module).__name__,
                  "Pass the network, or define configure_module().", exc=TypeError)
         self.name, self.config, self.cfg = name, config, extra_config
-        self._module, self._optimizer = module, optimizer
+        # None only until the Engine runs configure_module() (it refuses a problem left
+        # without one), so the engine and user code always see a module
+        self._module = cast(nn.Module, module)
+        self._optimizer = optimizer
         self.scheduler, self.train_data_loader = scheduler, train_data_loader
         self._device_arg, self.device = device, device
         self.env: Any = None
@@ -130,7 +133,7 @@ class Problem:
 
     @property
     def paths(self) -> list:
-        """Betty's hypergradient paths: ``[self, lower, ..., self]`` for each chain down from
+        """Betty's hypergradient paths, ``[self, lower, ..., self]`` for each chain down from
         this problem to a problem with nothing below (``[[upper, lower, upper]]`` bilevel)."""
         out: list = []
 
