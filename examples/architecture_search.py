@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -72,6 +71,7 @@ from torch import nn
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim
 from betty_func.data import mnist10k
+from _machine import add_machine_args, machine
 
 OPS = ("zero", "skip", "max_pool_3x3", "conv_3x3", "conv_5x5")
 SHORT = {"skip": "skip", "max_pool_3x3": "pool", "conv_3x3": "c3", "conv_5x5": "c5"}
@@ -297,17 +297,11 @@ def main() -> None:
     ap.add_argument("--arch-lr", type=float, default=3e-2, help="α's Adam rate")
     ap.add_argument("--json", default=None, help="write the results here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where the params and the data live")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: min(2, available))")
-    ap.add_argument("--plot", default=None, metavar="PATH",
-                    help="draw softmax(α) per edge and op as heat maps to PATH\n"
-                         "(.png, .pdf, ...; needs matplotlib)")
+    add_machine_args(ap, "softmax(α) per edge and op as heat maps")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps, a.retrain_steps, a.test = [0], 10, 20, 1000
-    device, header = machine(ap, a)
+    device, header = machine(ap, a, __file__)
     print(header, flush=True)
     results, t0 = {m: [] for m in a.methods}, time.time()
     for seed in a.seeds:
@@ -340,31 +334,6 @@ def main() -> None:
         plot(a.plot, results, a, header)
         print(f"plot: {a.plot}")
 
-
-def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
-    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
-    count; returns the device and the header line that states the setting."""
-    script = os.path.basename(__file__)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error(f"{script}(--device): CUDA is not available to this torch "
-                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
-                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
-                 f"CUDA build of torch.")
-    if a.threads is not None and a.threads < 1:
-        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
-                 f"Pass e.g. --threads 2, or leave it out for the default.")
-    if a.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
-                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
-        matplotlib.use("Agg")
-    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
-    device = torch.device(a.device)
-    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    n = torch.get_num_threads()
-    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from betty_func.betty.configs import Config, EngineConfig
 from betty_func.betty.engine import Engine
 from betty_func.betty.problems import ImplicitProblem
 from betty_func.data import long_tailed_splits, mnist10k
+from _machine import add_machine_args, machine
 
 
 class MLP(nn.Module):
@@ -156,17 +156,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where the params and the data live")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: min(2, available))")
-    ap.add_argument("--plot", default=None, metavar="PATH",
-                    help="draw the learned weight function and the weight per class to PATH\n"
-                         "(.png, .pdf, ...; needs matplotlib)")
+    add_machine_args(ap, "the learned weight function and the weight per class")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 6
-    device, header = machine(ap, a)
+    device, header = machine(ap, a, __file__)
     print(header, flush=True)
     pool, accs, seconds, traces, t0 = mnist10k(), [], [], [], time.time()
     for seed in a.seeds:
@@ -195,31 +189,6 @@ def main() -> None:
         plot(a.plot, a.seeds, traces, a.steps, header)
         print(f"plot: {a.plot}")
 
-
-def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
-    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
-    count; returns the device and the header line that states the setting."""
-    script = os.path.basename(__file__)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error(f"{script}(--device): CUDA is not available to this torch "
-                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
-                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
-                 f"CUDA build of torch.")
-    if a.threads is not None and a.threads < 1:
-        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
-                 f"Pass e.g. --threads 2, or leave it out for the default.")
-    if a.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
-                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
-        matplotlib.use("Agg")
-    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
-    device = torch.device(a.device)
-    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    n = torch.get_num_threads()
-    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim
 from betty_func.data import load_mnist, long_tailed_splits, mnist10k
+from _machine import add_machine_args, machine
 
 METHODS = {"darts": lambda: hg.darts(),
            "cg": lambda: hg.cg(maxiter=3),
@@ -236,18 +237,14 @@ def main() -> None:
     ap.add_argument("--logdir", default="runs/data_reweighting", help="TensorBoard; '' for none")
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where the params and the data live (under torchrun: a GPU per rank)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: min(2, available); 1 under torchrun)")
-    ap.add_argument("--plot", default=None, metavar="PATH",
-                    help="draw the learned weight per class against the class's size to PATH\n"
-                         "(.png, .pdf, ...; needs matplotlib)")
+    add_machine_args(ap, "the learned weight per class against the class's size",
+                     device="where the params and the data live (under torchrun: a GPU per rank)",
+                     threads="torch CPU threads (default: min(2, available); 1 under torchrun)")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 6
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun: data parallel
-    device, header = machine(ap, a, default_threads=1 if torchrun else None,
+    device, header = machine(ap, a, __file__, default_threads=1 if torchrun else None,
                              gpu=int(os.environ.get("LOCAL_RANK", "0")))  # under torchrun: one each
     if a.plot and not any(m not in ("baseline", "class-balanced") for m in a.methods):
         ap.error(f"data_reweighting.py(--plot): the plot shows the weights a reweighting net "
@@ -314,35 +311,6 @@ def print_table(results: dict, seeds: list, print_=print) -> None:
         print_(f"| {m} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gain} | "
                f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
 
-
-def machine(ap: argparse.ArgumentParser, a: argparse.Namespace,
-            default_threads: int | None = None, gpu: int = 0) -> tuple[torch.device, str]:
-    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
-    count (and with ``--device cuda`` the current GPU, number ``gpu``); returns the device and
-    the header line that states the setting."""
-    script = os.path.basename(__file__)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error(f"{script}(--device): CUDA is not available to this torch "
-                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
-                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
-                 f"CUDA build of torch.")
-    if a.threads is not None and a.threads < 1:
-        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
-                 f"Pass e.g. --threads 2, or leave it out for the default.")
-    if a.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
-                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
-        matplotlib.use("Agg")
-    torch.set_num_threads(a.threads or default_threads or min(2, torch.get_num_threads()))
-    device = torch.device("cuda", gpu) if a.device == "cuda" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    n = torch.get_num_threads()
-    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
 from betty_func.data import mnist10k
+from _machine import add_machine_args, machine
 
 METHODS = {"cg": lambda: hg.cg(maxiter=3), "neumann": lambda: hg.neumann(steps=3, alpha=0.1),
            "darts": lambda: hg.darts()}
@@ -183,18 +183,12 @@ def main() -> None:
     ap.add_argument("--vmap", action="store_true",
                     help="run all seeds as one program batch: torch.vmap(mlo.step) per step")
     ap.add_argument("--compile", action="store_true", help="with --vmap: compile the vmapped step")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where the params and the data live")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: min(2, available))")
-    ap.add_argument("--plot", default=None, metavar="PATH",
-                    help="draw the histogram of the learned decays to PATH\n"
-                         "(.png, .pdf, ...; needs matplotlib)")
+    add_machine_args(ap, "the histogram of the learned decays")
     a = ap.parse_args()
     if a.quick:
         a.steps = 5
     a.seeds = a.seeds or ([0] if a.quick else [0, 1, 2])
-    device, header = machine(ap, a)
+    device, header = machine(ap, a, __file__)
     print(header, flush=True)
     rows, t0 = ({"fixed decay 5e-4": [], f"learned per-parameter decay ({a.method})": []},
                 time.time())
@@ -229,31 +223,6 @@ def main() -> None:
         plot(a.plot, decays, a, header)
         print(f"plot: {a.plot}")
 
-
-def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
-    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
-    count; returns the device and the header line that states the setting."""
-    script = os.path.basename(__file__)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error(f"{script}(--device): CUDA is not available to this torch "
-                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
-                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
-                 f"CUDA build of torch.")
-    if a.threads is not None and a.threads < 1:
-        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
-                 f"Pass e.g. --threads 2, or leave it out for the default.")
-    if a.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
-                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
-        matplotlib.use("Agg")
-    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
-    device = torch.device(a.device)
-    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    n = torch.get_num_threads()
-    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
 from betty_func.data import mnist10k
+from _machine import add_machine_args, machine
 
 # name: (learn the decay, learn the weights, weights above the decay); ">" reads "is above"
 VERSIONS = {"classifier": (False, False, False), "decay>classifier": (True, False, False),
@@ -196,17 +196,11 @@ def main() -> None:
     ap.add_argument("--logdir", default="runs/three_level", help="TensorBoard; '' for none")
     ap.add_argument("--json", default=None, help="write the results table here")
     ap.add_argument("--quick", action="store_true", help="tiny run for smoke tests")
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="where the params and the data live")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: min(2, available))")
-    ap.add_argument("--plot", default=None, metavar="PATH",
-                    help="draw the loss per level and the weights of clean / noisy data to PATH\n"
-                         "(.png, .pdf, ...; needs matplotlib)")
+    add_machine_args(ap, "the loss per level and the weights of clean / noisy data")
     a = ap.parse_args()
     if a.quick:
         a.seeds, a.steps = [0], 4
-    device, header = machine(ap, a)
+    device, header = machine(ap, a, __file__)
     print(header, flush=True)
     # the plot shows the topmost version run (the three-level one where it is among them)
     shown = max(a.versions, key=lambda v: (VERSIONS[v][1], VERSIONS[v][2], VERSIONS[v][0]))
@@ -253,31 +247,6 @@ def print_table(results: dict, a: argparse.Namespace, elapsed: float) -> None:
         print(f"| {v} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gains} | "
               f"{mean(rs, 'decay'):.1e} | {w} | {mean(rs, 'seconds'):.1f} |")
 
-
-def machine(ap: argparse.ArgumentParser, a: argparse.Namespace) -> tuple[torch.device, str]:
-    """Check ``--device``, ``--threads`` and ``--plot`` before any work, set the CPU thread
-    count; returns the device and the header line that states the setting."""
-    script = os.path.basename(__file__)
-    if a.device == "cuda" and not torch.cuda.is_available():
-        ap.error(f"{script}(--device): CUDA is not available to this torch "
-                 f"(torch.cuda.is_available() is False). Got --device cuda, torch "
-                 f"{torch.__version__}. Pass --device cpu, or run on a machine with a GPU and a "
-                 f"CUDA build of torch.")
-    if a.threads is not None and a.threads < 1:
-        ap.error(f"{script}(--threads): the thread count must be at least 1. Got {a.threads}. "
-                 f"Pass e.g. --threads 2, or leave it out for the default.")
-    if a.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            ap.error(f"{script}(--plot): the plot needs matplotlib, which is not installed. Got "
-                     f"--plot {a.plot}. pip install matplotlib, or leave out --plot.")
-        matplotlib.use("Agg")
-    torch.set_num_threads(a.threads or min(2, torch.get_num_threads()))
-    device = torch.device(a.device)
-    where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
-    n = torch.get_num_threads()
-    return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

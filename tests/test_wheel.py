@@ -114,8 +114,9 @@ def test_installed_wheel_runs(built, tmp_path):
     assert got["typed"] and got["shape"] == [10000, 784] and got["labels"] == list(range(10))
     # an example, as the sdist ships it, against the installed wheel
     with tarfile.open(sdist) as t:
-        member = t.getmember(f"betty_func-{betty_func.__version__}/examples/hpo_logreg.py")
-        (run / "hpo_logreg.py").write_bytes(t.extractfile(member).read())
+        for name in ("hpo_logreg.py", "_machine.py"):  # the example and its --device/--plot helper
+            member = t.getmember(f"betty_func-{betty_func.__version__}/examples/{name}")
+            (run / name).write_bytes(t.extractfile(member).read())
     out = run / "result.json"
     proc = subprocess.run([str(py), "hpo_logreg.py", "--quick", "--json", str(out)], cwd=run,
                           capture_output=True, text=True, env=env, timeout=600)
