@@ -1,10 +1,12 @@
 """What every example shares about the machine it runs on: ``--device``, ``--threads`` and
-``--plot``, checked before any work, and the header line that states the setting."""
+``--plot``, checked before any work, the header line that states the setting, and how a
+figure is saved with it."""
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 
@@ -49,3 +51,15 @@ def machine(ap: argparse.ArgumentParser, a: argparse.Namespace, file: str,
     where = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "cpu"
     n = torch.get_num_threads()
     return device, f"# device {where}, {n} thread{'s' * (n != 1)}, torch {torch.__version__}"
+
+
+def save_figure(fig: Any, path: str, title: str, header: str, tight: bool = True) -> None:
+    """``fig`` to ``path`` (its folder made) with ``title`` and the machine's ``header`` line
+    as its title, then closed; ``tight``: ``tight_layout`` first."""
+    import matplotlib.pyplot as plt
+    fig.suptitle(f"{title}\n{header.lstrip('# ')}", fontsize=10)
+    if tight:
+        fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)

@@ -63,7 +63,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +70,7 @@ from torch import nn
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim
 from betty_func.data import mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 OPS = ("zero", "skip", "max_pool_3x3", "conv_3x3", "conv_5x5")
 SHORT = {"skip": "skip", "max_pool_3x3": "pool", "conv_3x3": "c3", "conv_5x5": "c5"}
@@ -256,11 +255,8 @@ def plot(path: str, results: dict, a: argparse.Namespace, header: str) -> None:
     axes[0][0].set_ylabel("edge")
     fig.colorbar(img, ax=list(axes[0]), label="softmax(α) of the edge (red box: derived op)",
                  shrink=0.85)
-    fig.suptitle(f"DARTS on MNIST digits: the searched cells after {a.steps} steps\n"
-                 f"{header.lstrip('# ')}", fontsize=10)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = f"DARTS on MNIST digits: the searched cells after {a.steps} steps"
+    save_figure(fig, path, title, header, tight=False)
 
 
 def print_table(results: dict) -> None:
@@ -333,7 +329,6 @@ def main() -> None:
     if a.plot:
         plot(a.plot, results, a, header)
         print(f"plot: {a.plot}")
-
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -39,7 +38,7 @@ from betty_func.betty.configs import Config, EngineConfig
 from betty_func.betty.engine import Engine
 from betty_func.betty.problems import ImplicitProblem
 from betty_func.data import long_tailed_splits, mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 
 class MLP(nn.Module):
@@ -142,12 +141,7 @@ def plot(path: str, seeds: list, traces: list, steps: int, header: str) -> None:
     for ax in (curve, classes):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Betty's quick start on betty_func (darts, {steps} steps)\n"
-                 f"{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, f"Betty's quick start on betty_func (darts, {steps} steps)", header)
 
 
 def main() -> None:
@@ -188,7 +182,6 @@ def main() -> None:
     if a.plot:
         plot(a.plot, a.seeds, traces, a.steps, header)
         print(f"plot: {a.plot}")
-
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -53,7 +52,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim
 from betty_func.data import load_mnist, long_tailed_splits, mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 METHODS = {"darts": lambda: hg.darts(),
            "cg": lambda: hg.cg(maxiter=3),
@@ -202,12 +201,8 @@ def plot(path: str, results: dict, header: str, a: argparse.Namespace) -> None:
     rel.set_title("per example, relative to the train set's mean weight")
     raw.legend(fontsize=8)
     rel.legend(fontsize=8)
-    fig.suptitle(f"Meta-Weight-Net on long-tailed MNIST, {a.steps} steps, at the end of "
-                 f"training\n{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = f"Meta-Weight-Net on long-tailed MNIST, {a.steps} steps, at the end of training"
+    save_figure(fig, path, title, header)
 
 
 def main() -> None:
@@ -310,7 +305,6 @@ def print_table(results: dict, seeds: list, print_=print) -> None:
         gain = paired_gain(rs, base) if m != "baseline" else "–"
         print_(f"| {m} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gain} | "
                f"{statistics.mean(r['seconds'] for r in rs):.1f} |")
-
 
 
 if __name__ == "__main__":

@@ -26,14 +26,13 @@ import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from betty_func import hypergrad as hg, optim
 from betty_func.data import mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 
 def splits(seed: int, n_train: int, n_val: int, device: torch.device):
@@ -138,12 +137,9 @@ def plot(path: str, seed: int, decays: list, mean_digits: list, rows: dict, head
     for a_ in (ax, digit):
         a_.set_xlabel("pixel column")
         a_.set_ylabel("pixel row")
-    fig.suptitle(f"L2 decay per input pixel of logistic regression on MNIST, learned by implicit "
-                 f"hypergradients\n{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = ("L2 decay per input pixel of logistic regression on MNIST, learned by implicit "
+             "hypergradients")
+    save_figure(fig, path, title, header)
 
 
 def main() -> None:
@@ -197,7 +193,6 @@ def main() -> None:
     if a.plot:
         plot(a.plot, a.seeds[0], decays, mean_digits, rows, header)
         print(f"plot: {a.plot}")
-
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
 from betty_func.data import mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 METHODS = {"cg": lambda: hg.cg(maxiter=3), "neumann": lambda: hg.neumann(steps=3, alpha=0.1),
            "darts": lambda: hg.darts()}
@@ -157,12 +156,9 @@ def plot(path: str, decays: list, a: argparse.Namespace, header: str) -> None:
     zero.set_ylabel("weights (count, log scale)")
     for a_ in (zero, ax):
         a_.grid(alpha=0.3, which="both")
-    fig.suptitle(f"Per-parameter weight decay learned by bilevel optimization ({a.method}, "
-                 f"{a.steps} steps)\n{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = (f"Per-parameter weight decay learned by bilevel optimization ({a.method}, "
+             f"{a.steps} steps)")
+    save_figure(fig, path, title, header)
 
 
 def main() -> None:
@@ -222,7 +218,6 @@ def main() -> None:
     if a.plot:
         plot(a.plot, decays, a, header)
         print(f"plot: {a.plot}")
-
 
 
 if __name__ == "__main__":

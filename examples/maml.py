@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +43,7 @@ from torch.func import grad, vmap
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
 from betty_func.data import Tasks, TaskSampler, mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 NET = bnn.functional(nn.Sequential(nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 5)))
 
@@ -156,12 +155,8 @@ def plot(path: str, results: list, losses: dict, a: argparse.Namespace, header: 
     ax.set_title(f"meta-training (seed {first})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncols=2)
-    fig.suptitle(f"MAML / first-order MAML / iMAML on MNIST digits, {a.steps} meta steps\n"
-                 f"{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = f"MAML / first-order MAML / iMAML on MNIST digits, {a.steps} meta steps"
+    save_figure(fig, path, title, header)
 
 
 def main() -> None:
@@ -245,7 +240,6 @@ def main() -> None:
     if a.plot:
         plot(a.plot, results, losses, a, header)
         print(f"plot: {a.plot}")
-
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import json
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +40,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from betty_func import hypergrad as hg, mlo, nn as bnn, optim, tree
 from betty_func.data import mnist10k
-from _machine import add_machine_args, machine
+from _machine import add_machine_args, machine, save_figure
 
 # name: (learn the decay, learn the weights, weights above the decay); ">" reads "is above"
 VERSIONS = {"classifier": (False, False, False), "decay>classifier": (True, False, False),
@@ -169,12 +168,8 @@ def plot(path: str, version: str, seed: int, trace: dict, a: argparse.Namespace,
     hist.set_ylabel("train examples")
     hist.set_title(f"weights on the {a.noise:.0%}-noisy train set", fontsize=9)
     hist.grid(alpha=0.3)
-    fig.suptitle(f"Three-level optimization on noisy MNIST labels, {a.steps} steps\n"
-                 f"{header.lstrip('# ')}", fontsize=10)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    title = f"Three-level optimization on noisy MNIST labels, {a.steps} steps"
+    save_figure(fig, path, title, header)
 
 
 def main() -> None:
@@ -246,7 +241,6 @@ def print_table(results: dict, a: argparse.Namespace, elapsed: float) -> None:
              if "weight_clean" in rs[0] else "-")
         print(f"| {v} | {statistics.mean(accs):.2f} ± {sd(accs):.2f} | {gains} | "
               f"{mean(rs, 'decay'):.1e} | {w} | {mean(rs, 'seconds'):.1f} |")
-
 
 
 if __name__ == "__main__":
