@@ -45,7 +45,7 @@ class Reporter:
     def flush(self) -> None:
         for lg in self.loggers:
             if isinstance(lg, TensorBoard):
-                lg.writer.flush()
+                lg.flush()
 
 
 def host(logs: dict) -> dict:

@@ -24,6 +24,10 @@ class TensorBoard(Logger):
     def on_message(self, step: int, text: str) -> None:
         self.writer.add_text("messages", text, step)
 
-    def close(self) -> None:
+    def flush(self) -> None:
+        """Write what is buffered to the event files (the run goes on)."""
         self.writer.flush()
+
+    def close(self) -> None:
+        self.flush()
         self.writer.close()
