@@ -37,20 +37,40 @@ def stepper(g: Graph, compile: Any, replicate: Optional[Callable] = None,
 
     def run(names: tuple, starts: tuple, *state: Any, logs: bool = True) -> Any:
         """Compiled, the logs are always computed (inside the graph they cost next to nothing,
-        and a second graph per pattern would double the compile time)."""
-        key = (names, starts)
+        and a second graph per pattern would double the compile time). The graph takes the
+        latest batches it reads (:func:`reads_batches`) and not the others', so that a batch
+        drawn later (None before) does not change its inputs."""
         if not names:  # nothing updates (inside an unrolled window): nothing to compile
             return pure_step(g, names, starts, *state, **kw)
-        if key in cache:
-            return cache[key](*state)
-        fn = functools.partial(_fresh(pure_step), g, names, starts, **kw)
-        cache[key] = torch.compile(_vmapped(fn) if batched else fn, **options)
+        *front, last, carries = state
+        seen = {n: last[n] for n in reads_batches(g, names)}
+        key = (names, starts, tuple(n for n in sorted(seen) if seen[n] is None))
+        first = key not in cache
+        if first:
+            cache[key] = torch.compile(_pattern(g, names, starts, kw, batched), **options)
         t0 = time.perf_counter()
-        out = cache[key](*state)
-        if report is not None:
+        out = cache[key](*front, seen, carries)
+        if first and report is not None:
             report(time.perf_counter() - t0)
-        return out
+        return (*out[:3], {**last, **out[3]}, *out[4:])
     return run
+
+
+def reads_batches(g: Graph, names: tuple) -> frozenset:
+    """The problems whose latest batches a step updating ``names`` reads: the lowers it
+    evaluates without updating them (an updating problem's losses see the batches it draws)."""
+    return frozenset().union(*(g.descendants[n] for n in names)) - frozenset(names)
+
+
+def _pattern(g: Graph, names: tuple, starts: tuple, kw: dict, batched: bool) -> Callable:
+    """The step of one pattern of updates as a function of the state alone, with a code object
+    of its own: dynamo caches compiled frames per code object (``recompile_limit`` of them,
+    then ``fullgraph=True`` fails), so each pattern of each program gets its own cache instead
+    of sharing one across every program a process compiles (a ``functools.partial`` would:
+    torch.compile wraps every partial in the same function)."""
+    def pattern_step(*state: Any) -> Any:
+        return pure_step(g, names, starts, *state, **kw)
+    return _fresh(_vmapped(pattern_step) if batched else pattern_step)
 
 
 def split_none(tree: Any) -> tuple[list, tuple]:
@@ -89,10 +109,8 @@ def _vmapped(fn: Callable) -> Callable:
 
 
 def _fresh(fn: Callable) -> Callable:
-    """A copy of ``fn`` with its own code object: dynamo caches compiled frames per code object
-    (up to ``cache_size_limit``), so each compiled pattern gets a cache of its own instead of
-    sharing one across every program a process compiles."""
-    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_COUNTER)}")
+    """A copy of ``fn`` (closure included) with a code object of its own."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__.strip('<>')}_{next(_COUNTER)}")
     out = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
                              fn.__closure__)
     out.__kwdefaults__ = fn.__kwdefaults__

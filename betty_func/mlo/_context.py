@@ -66,14 +66,14 @@ def _call_loss(ctx: Ctx, name: str, params: dict) -> tuple[torch.Tensor, dict, A
                                              ctx.replicate(tree.leaves(used)))}
     kw = {r: params[r] for r in p.reads}
     if p.state is not None:
-        out = p.loss(params[name], ctx.batch.get(name), state=ctx.state[name], **kw)
+        out = p.loss(params[name], ctx.batch[name], state=ctx.state[name], **kw)
         if not (isinstance(out, tuple) and len(out) == 3):
             fail(API,
                  f"the loss of '{name}' has state, so it must return (value, metrics, new_state)",
                  type(out).__name__)
         value, metrics, new_state = out
     else:
-        out = p.loss(params[name], ctx.batch.get(name), **kw)
+        out = p.loss(params[name], ctx.batch[name], **kw)
         value, metrics = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
         new_state = None
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
