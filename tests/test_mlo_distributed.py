@@ -14,23 +14,37 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from torch._dynamo.utils import counters
+
 from betty_func import hypergrad as hg, mlo, optim
 
 from _dp_program import N_TRAIN, N_VAL, QUIET, batch, program, with_buffer
 
 METHODS = ("darts", "cg", "unrolled")
 STEPS = 10  # 5 outer steps: the outer problem updates once per 2 inner updates
+AOT = {"backend": "aot_eager"}
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else -1
+def _gloo_threads() -> int:
+    """This process's threads named by gloo (-1 without /proc); compiling starts threads of
+    its own, so threads are told apart by name, not counted all together."""
+    if not os.path.isdir("/proc/self/task"):
+        return -1
+    names = []
+    for t in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                names.append(f.read())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sum("gloo" in n for n in names)
 
 
 def _worker(rank: int, world: int, tmp: str) -> None:
     torch.set_num_threads(1)
-    alone = _threads()
     dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank,
                             world_size=world)
+    up = _gloo_threads()
     try:
         out = {}
         debug = mlo.Distributed(check_every=1)
@@ -65,7 +79,16 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         out["odd"] = _error(lambda: mlo.solve(*program("cg"), steps=1, **QUIET, distributed=
                                               mlo.Distributed(shard=True), env=lambda t: {
                                                   "inner": batch(t, 15, 1)}))
-        out["compile"] = _error(lambda: mlo.solve(*program("cg"), steps=1, compile=True, **QUIET))
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = []
+        for m in METHODS:  # the whole step compiled, its all-reduces inside the graph
+            compiled.append(mlo.solve(*program(m), steps=STEPS, compile=AOT, distributed=debug,
+                                      **QUIET))
+            out[f"compiled_{m}"] = (compiled[-1].params, compiled[-1].history)
+        out["compile_counters"] = (counters["stats"]["unique_graphs"],
+                                   sum(len(r.history["compile/seconds"]) for r in compiled),
+                                   sum(counters["graph_break"].values()))
         out["nonfinite"] = _nonfinite_scenarios(rank)
         try:  # rank 1 is launched with another schedule
             mlo.solve(*program("cg", unroll_steps=2 + rank), steps=2, **QUIET)
@@ -74,7 +97,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
             out["disagree"] = str(e)
     finally:
         dist.destroy_process_group()
-    out["threads"] = (alone, _threads())  # the group's gloo threads are gone with it
+    out["threads"] = (up, _gloo_threads())  # the group's gloo threads are gone with it
     torch.save(out, f"{tmp}/rank{rank}.pt")
 
 
@@ -141,7 +164,11 @@ def _count_all_reduces() -> dict:
         calls.clear()
         mlo.solve(*program("cg"), steps=2,
                   logging=mlo.Logging(every=0, progress=False, console=False))
-        return {"one_level": single, "cg_bilevel": list(calls)}
+        eager = list(calls)
+        calls.clear()
+        mlo.solve(*program("cg"), steps=2, compile=AOT,
+                  logging=mlo.Logging(every=0, progress=False, console=False))
+        return {"one_level": single, "cg_bilevel": eager, "cg_bilevel_compiled": list(calls)}
     finally:
         dist.all_reduce = real
 
@@ -231,10 +258,63 @@ def test_one_bucketed_all_reduce_per_derivative(ranks):
     assert c == [36, 36, 48, 36, 48] + [48] * 6, c
 
 
-def test_compiling_a_data_parallel_step_is_refused_not_ignored(ranks):
+@pytest.mark.parametrize("method", METHODS)
+def test_the_compiled_data_parallel_step_equals_the_eager_one(ranks, method):
+    """compile=True with distributed: the rank-means are calls of the custom op inside the one
+    graph (fullgraph=True), so the compiled step is the eager data-parallel step, and therefore
+    one process on the concatenated batches."""
     _, (r0, r1) = ranks
+    params, history = r0[f"compiled_{method}"]
+    assert len(history["compile/seconds"]) >= 1  # it did compile
+    for name in ("inner", "outer"):
+        assert torch.equal(params[name], r1[f"compiled_{method}"][0][name])  # replicas agree
+        assert torch.allclose(params[name], r0[method][0][name], rtol=0, atol=1e-12), name
+    single = mlo.solve(*program(method), steps=STEPS, **QUIET)
+    for name in ("inner", "outer"):
+        assert torch.allclose(params[name], single.params[name], rtol=0, atol=1e-6), name
+
+
+def test_the_compiled_data_parallel_steps_are_one_graph_per_pattern_never_recompiled(ranks):
+    from test_mlo_compile import patterns
+    _, (r0, r1) = ranks
+    want = sum(len(patterns(*program(m), STEPS)) for m in METHODS)
     for r in (r0, r1):
-        assert "a data-parallel step does not compile yet" in r["compile"]
+        graphs, reported, breaks = r["compile_counters"]  # a recompile is one more graph
+        assert (graphs, reported, breaks) == (want, want, 0)
+
+
+def _inductor_worker(rank: int, world: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/store", rank=rank,
+                            world_size=world)
+    try:
+        out = {}
+        for compile in (False, True):
+            out[compile] = mlo.solve(*program("cg"), steps=STEPS, compile=compile,
+                                     distributed=mlo.Distributed(check_every=1), **QUIET).params
+    finally:
+        dist.destroy_process_group()
+    torch.save(out, f"{tmp}/inductor{rank}.pt")
+
+
+@pytest.mark.slow
+def test_the_inductor_compiled_data_parallel_step_equals_the_eager_one(tmp_path):
+    """compile=True (inductor): the custom all-reduce op is called from inductor's code."""
+    mp.start_processes(_inductor_worker, args=(2, str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"inductor{r}.pt") for r in range(2))
+    for name in ("inner", "outer"):
+        assert torch.equal(r0[True][name], r1[True][name])
+        assert torch.allclose(r0[True][name], r0[False][name], rtol=0, atol=1e-12), name
+
+
+def test_the_compiled_step_all_reduces_once_per_derivative_it_uses(ranks):
+    """Compiled, the same bucketed all-reduces as eager (above) less two: the coupling probe runs
+    eagerly once, and the value of ∇θ of the inner loss, which the HVPs linearize but never
+    read, is not reduced (the graph drops an unused op)."""
+    _, (r0, _) = ranks
+    c = r0["counts"]["cg_bilevel_compiled"]
+    assert c == [36, 36, 48] + [48] * 6, c
 
 
 def test_resuming_on_another_world_size_is_refused(ranks):
@@ -281,10 +361,10 @@ def test_the_process_group_is_freed_by_destroy_process_group(ranks):
     abort the interpreter at exit, now and then); betty_func loads it first."""
     _, (r0, r1) = ranks
     for r in (r0, r1):
-        alone, after = r["threads"]
-        if alone < 0:
+        up, after = r["threads"]
+        if up < 0:
             pytest.skip("no /proc/self/task to count threads")
-        assert after == alone
+        assert up > 0 and after == 0
 
 
 def test_importing_betty_func_after_init_process_group_warns(tmp_path):

@@ -6,7 +6,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .._errors import fail
 from ..optim._hyper import state_like
 from . import _checkpoint as ckpt
 from . import _monitor as mon
@@ -69,7 +68,8 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
     Data parallel: under an initialized ``torch.distributed`` group of more than one process
     (``torchrun``), each rank takes its shard of every batch, every gradient and hypergradient is
     that of the concatenated batches (``mlo.Distributed``), params stay identical on all ranks,
-    and rank 0 alone logs, validates (its metrics are shared) and writes checkpoints.
+    and rank 0 alone logs, validates (its metrics are shared) and writes checkpoints; with
+    ``compile`` the step compiles with its all-reduces inside the graph.
 
     Example:
         >>> import torch
@@ -94,11 +94,6 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
         rt.agree(signature(g, steps, {n: p.params for n, p in g.problems.items()}))
     if seed is not None:
         torch.manual_seed(seed)
-    if rt is not None and compile:
-        fail("solve(..., compile, distributed)", "a data-parallel step does not compile yet: the "
-             "rank-mean of each derivative is an autograd.Function, which torch.compile does "
-             "not trace (and would drop the custom backward of)", f"compile={compile!r}",
-             "Run data parallel eagerly (compile=False), or compile a single-process run.")
     compiled_at: list = []
     run = stepper(g, compile, None if rt is None else rt.replicate, compiled_at.append,
                   skip_nonfinite=on_nonfinite == "skip")
