@@ -4,10 +4,13 @@ The MWN step of ``mwn.py`` (classifier MLP lower, 1-100-1 reweighting net upper)
 global batch (each of 2 ranks takes half; a small one, where communication and per-call overhead
 dominate, and a large one, where the halved arithmetic does), gloo on CPU (one thread per
 process) or nccl on GPU (one device per process, where there are two). Each configuration runs
-in fresh spawned processes; rank 0 times ``steps`` global steps after ``warmup`` (as the
-difference between two runs, so that the start-up — agreement, broadcast, preflight — is not
-counted). The ZeRO-1 rows shard the Adam state of both problems (``optim.sharded``); the state
-column is what one rank holds.
+in fresh spawned processes; rank 0 times the ``steps`` global steps that follow ``warmup``
+ones inside one run (a logger's clock at the end of each step, so that the start-up —
+agreement, broadcast, preflight — and compiling, which the warm-up steps do, are not counted).
+The ZeRO-1 rows shard the Adam state of both problems (``optim.sharded``); the state column is
+what one rank holds. The compiled row (not in ``smoke``: inductor takes a minute per process
+here) runs ``compile=True``; its compile column is the seconds spent compiling, once per
+pattern of updates.
 """
 from __future__ import annotations
 
@@ -20,16 +23,32 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from betty_func import hypergrad as hg, mlo, optim, tree
+from betty_func import hypergrad as hg, logging, mlo, optim, tree
 from _common import count, mlp, progress
 
-LEVELS = {"smoke": dict(sizes=(784, 16, 10), batches=(32,), steps=2, warmup=1),
-          "quick": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=6, warmup=2),
-          "full": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=20, warmup=3)}
 METHODS = ("darts", "cg K=3", "unrolled T=1", "cg K=3 + ZeRO-1")
+COMPILED = "cg K=3, compiled"
+LEVELS = {"smoke": dict(sizes=(784, 16, 10), batches=(32,), steps=2, warmup=2, methods=METHODS),
+          "quick": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=6, warmup=2,
+                        methods=(*METHODS, COMPILED)),
+          "full": dict(sizes=(784, 108, 10), batches=(256, 4096), steps=20, warmup=3,
+                       methods=(*METHODS, COMPILED))}
 COLUMNS = [("method", "method"), ("params", "params"), ("batch", "global batch"),
            ("sps_1", "steps/s, 1 proc"), ("sps_2", "steps/s, 2 procs"), ("speedup", "2 / 1"),
-           ("state_1", "opt state MiB/rank, 1"), ("state_2", "opt state MiB/rank, 2")]
+           ("state_1", "opt state MiB/rank, 1"), ("state_2", "opt state MiB/rank, 2"),
+           ("compile_2", "compile s, 2 procs")]
+
+
+class _Clock(logging.Logger):
+    """The time at the end of each global step (after the device finished it)."""
+
+    def __init__(self, device: str):
+        self.device, self.at = device, {}
+
+    def on_step(self, step: int) -> None:
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        self.at[step] = time.perf_counter()
 
 
 def _program(method: str, sizes: tuple, batch: int, device: str) -> tuple:
@@ -44,7 +63,7 @@ def _program(method: str, sizes: tuple, batch: int, device: str) -> tuple:
     if zero:
         lo_opt, hi_opt = optim.sharded(lo_opt), optim.sharded(hi_opt)
     hyper = {"darts": hg.darts(), "cg K=3": hg.cg(maxiter=3), "cg K=3 + ZeRO-1": hg.cg(maxiter=3),
-             "unrolled T=1": hg.unrolled(1, lo_opt)}[method]
+             COMPILED: hg.cg(maxiter=3), "unrolled T=1": hg.unrolled(1, lo_opt)}[method]
 
     def lower(params, b, *, upper):
         losses = F.cross_entropy(cls(params, b[0]), b[1], reduction="none")
@@ -68,24 +87,21 @@ def _worker(rank: int, world: int, tmp: str, method: str, cfg: dict, device: str
     if world > 1:
         dist.init_process_group("nccl" if device == "cuda" else "gloo",
                                 init_method=f"file://{tmp}/store", rank=rank, world_size=world)
-    quiet = dict(logging=mlo.Logging(every=0, progress=False, console=False))
+    clock = _Clock(device)
+    quiet = dict(logging=mlo.Logging(every=0, progress=False, console=False, loggers=[clock]))
     problems, graph, n = _program(method, cfg["sizes"], cfg["batch"], dev)
-    r = mlo.solve(problems, graph, steps=cfg["warmup"], **quiet)  # first calls: not timed
-    seconds = []
-    for steps in (cfg["warmup"], cfg["warmup"] + cfg["steps"]):  # the difference: the steps alone
-        if world > 1:
-            dist.barrier()
-        t = time.perf_counter()
-        mlo.solve(problems, graph, steps=steps, **quiet)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - t)
-    seconds = seconds[1] - seconds[0]
+    end = cfg["warmup"] + cfg["steps"]
+    r = mlo.solve(problems, graph, steps=end, compile=method == COMPILED, **quiet)
+    compiled = r.history.get("compile/seconds", [])
+    if any(t > cfg["warmup"] for t, _ in compiled):
+        raise RuntimeError(f"{method}: a pattern compiled after the warm-up steps {compiled}")
     state = sum(x.numel() * x.element_size() for x in tree.leaves(r.opt_states)
                 if isinstance(x, torch.Tensor)) / 2 ** 20
-    if rank == 0:
-        sps = cfg["steps"] / seconds if seconds > 0 else None  # a loaded machine can invert it
-        torch.save({"sps": sps, "params": n, "state": state}, f"{tmp}/out.pt")
+    if rank == 0:  # (only rank 0 logs: the clock runs there)
+        seconds = clock.at[end] - clock.at[cfg["warmup"]]
+        torch.save({"sps": cfg["steps"] / seconds, "params": n, "state": state,
+                    "compile": sum(c for _, c in compiled) if compiled else None},
+                   f"{tmp}/out.pt")
     if world > 1:
         dist.destroy_process_group()
 
@@ -103,12 +119,13 @@ def run(level: str) -> list[dict]:
     rows = []
     for batch in level_cfg["batches"]:
         cfg = {**level_cfg, "batch": batch}
-        for method in METHODS:
+        for method in level_cfg["methods"]:
             progress(f"data parallel {method}, batch {batch}: 1 and 2 processes ({device})")
             one, two = _measure(method, 1, cfg, device), _measure(method, 2, cfg, device)
             rows.append({"method": method, "params": one["params"], "batch": batch,
                          "sps_1": one["sps"], "sps_2": two["sps"],
                          "speedup": two["sps"] / one["sps"] if one["sps"] and two["sps"] else None,
                          "state_1": one["state"],
-                         "state_2": two["state"], "device": device})
+                         "state_2": two["state"], "compile_2": two["compile"],
+                         "device": device})
     return rows
