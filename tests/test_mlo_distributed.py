@@ -309,9 +309,10 @@ def test_the_inductor_compiled_data_parallel_step_equals_the_eager_one(tmp_path)
 
 
 def test_the_compiled_step_all_reduces_once_per_derivative_it_uses(ranks):
-    """Compiled, the same bucketed all-reduces as eager (above) less two: the coupling probe runs
-    eagerly once, and the value of ∇θ of the inner loss, which the HVPs linearize but never
-    read, is not reduced (the graph drops an unused op)."""
+    """Compiled, the same bucketed all-reduces as eager (above) less two: the coupling probe (36)
+    is a check that never runs while compiling, and the value of ∇θ of the inner loss at which
+    the HVPs are linearized (48) reaches nothing the graph returns, so its all-reduce is dropped
+    with the other unused ops."""
     _, (r0, _) = ranks
     c = r0["counts"]["cg_bilevel_compiled"]
     assert c == [36, 36, 48] + [48] * 6, c
