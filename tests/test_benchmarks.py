@@ -35,7 +35,7 @@ def test_benchmark_suite_smoke(tmp_path):
     assert cg and all(r["rel_error"] < 1.0 for r in cg)
     assert all(r["warm_err"] < 1e-4 for r in suites["accuracy"]["warm_start"])
     dp = {r["method"]: r for r in suites["dp"]}
-    assert set(dp) == {"darts", "cg K=3", "unrolled T=1", "cg K=3 + ZeRO-1"}
+    assert set(dp) == {"cg K=3", "cg K=3 + ZeRO-1"}  # (every method's values: test_mlo_distributed)
     assert all("sps_1" in r and "sps_2" in r for r in dp.values())
     zero = dp["cg K=3 + ZeRO-1"]  # Adam state of 13k params: half of it per rank at 2 processes
     assert zero["state_2"] == pytest.approx(zero["state_1"] / 2, rel=1e-3)
