@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from torch._dynamo.utils import counters
 
 from betty_func import hypergrad as hg, mlo, optim
