@@ -6,9 +6,8 @@ optimizer shows follow its scheduler, stepped as Betty steps it; a rate changed 
 front end's back is refused (the functional optimizer would not follow it)."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import torch

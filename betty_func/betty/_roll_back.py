@@ -14,7 +14,6 @@ through the discarded updates; the functional schedule would not).
 from __future__ import annotations
 
 from dataclasses import replace
-
 from typing import Any
 
 import torch

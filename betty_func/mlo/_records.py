@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
 from .._errors import check_arity, check_nonneg_int, check_positive_int, check_type, fail
+from ..logging import Logger
 from ._monitor import EarlyStopping
 
 PathLike = Union[str, "os.PathLike[str]"]
-HOOKS = ("on_start", "on_step", "on_log", "on_validation", "on_checkpoint", "on_message",
-         "on_stop")
+HOOKS = tuple(h for h in vars(Logger) if h.startswith("on_"))  # the protocol's hooks
 
 
 def _check_bool(api: str, name: str, value: Any) -> None:

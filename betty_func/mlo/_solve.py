@@ -162,15 +162,16 @@ def solve(problems: Sequence[Problem], graph: Mapping, *, steps: int,
                       stop["best"])
     return Result(state.params, state.opt_states, t, history, state.states)
 
+
 def _save(directory: Any, t: int, state: State, history: dict, stop: dict, sources: dict,
           rt: Optional[Runtime]) -> Any:
     shared, own = split_states(state.opt_states)
-    return ckpt.snapshot(directory, {"step": t, "params": state.params, "opt_states": shared,
-                              "states": state.states, "history": history,
-                              "last_batch": state.last_batch, "carries": state.carries,
-                              "stop": stop},
-                  {"rng": ckpt.rng_state(), "opt_states": own,
-                   "sources": {n: s.state() for n, s in sources.items()}}, rt)
+    run = {"step": t, "params": state.params, "opt_states": shared, "states": state.states,
+           "history": history, "last_batch": state.last_batch, "carries": state.carries,
+           "stop": stop}
+    local = {"rng": ckpt.rng_state(), "opt_states": own,
+             "sources": {n: s.state() for n, s in sources.items()}}
+    return ckpt.snapshot(directory, run, local, rt)
 
 
 def _start(g: Graph, rt: Optional[Runtime], sources: dict, env: Optional[Callable],
