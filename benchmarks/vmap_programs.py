@@ -35,7 +35,8 @@ def main() -> None:
     from mwn_step import alternate
     args = argparse.Namespace(batch=100, lr=0.05, meta_lr=1e-4, fixed_decay=5e-4, method="cg")
     seeds = list(range(a.seeds))
-    built = [hpo.build(s, True, args, hpo.splits(s, 1000, 1000)) for s in seeds]
+    cpu = torch.device("cpu")
+    built = [hpo.build(s, True, args, hpo.splits(s, 1000, 1000, cpu)) for s in seeds]
     iters = [{p.name: iter(p.data) for p in b[0]} for b in built]
     batch = {n: [next(iters[i][n]) for i in range(len(seeds))] for n in ("classifier", "decay")}
     s0 = mlo.init(built[0][0], built[0][1])
@@ -55,7 +56,8 @@ def main() -> None:
         box[key], logs = mlo.step(box[key], stacked, compile=compile, batched=True)
         float(logs["decay"]["grad_norm"][0])
 
-    steppers = {"8 sequential steps": sequential,
+    seq = f"{a.seeds} sequential steps"
+    steppers = {seq: sequential,
                 "one vmapped step": lambda: vmapped("vmap", False)}
     if not a.no_compile:
         t = time.perf_counter()
@@ -63,9 +65,9 @@ def main() -> None:
         print(f"compile of the vmapped step: {time.perf_counter() - t:.1f} s")
         steppers["one vmapped step, compiled"] = lambda: vmapped("comp", True)
     res = alternate(steppers, a.steps, 2)
-    base = res["8 sequential steps"][0]
+    base = res[seq][0]
     print(f"\n{a.seeds} programs (HPO example, cg K=3), 1 thread, medians of {a.steps}:\n")
-    print("| what | ms per global step | vs 8 sequential |")
+    print(f"| what | ms per global step | vs {a.seeds} sequential |")
     print("|---|---|---|")
     for k, (w, _) in res.items():
         print(f"| {k} | {1e3 * w:.1f} | {w / base:.2f} |")

@@ -41,3 +41,15 @@ def test_benchmark_suite_smoke(tmp_path):
     assert zero["state_2"] == pytest.approx(zero["state_1"] / 2, rel=1e-3)
     assert (tmp_path / "results.json").exists()
     assert "## floor" in proc.stdout and "| method |" in proc.stdout
+
+
+def test_vmap_programs_runs(tmp_path):
+    """The standalone vmapped-programs benchmark builds on the HPO example's functions (a change
+    to their signatures once broke it unnoticed); the equality of vmapped and sequential runs
+    is tested in test_examples."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "vmap_programs.py"),
+                           "--seeds", "2", "--steps", "2", "--no-compile"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| 2 sequential steps", "| one vmapped step"]
